@@ -1,0 +1,434 @@
+//! The registry: content-addressed artifacts plus one index naming the current
+//! artifact of each model.
+//!
+//! Layout (the same in a folder and in a bucket):
+//! ```text
+//! index.json
+//! models/<key>/<artifact sha256>/model.onnx
+//! models/<key>/<artifact sha256>/manifest.json
+//! ```
+//! An artifact is immutable once written (created only if absent) and is
+//! complete before the index names it (model first, manifest last, index after),
+//! so a reader that follows the index never sees a half-written artifact. The
+//! index moves by compare-and-swap, so concurrent publishers never lose each
+//! other's update: the loser re-reads and applies its change again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::hashing::{is_sha256_hex, sha256_file};
+use crate::manifest::{MANIFEST_FILE, MODEL_FILE, Manifest, ManifestError};
+use crate::store::{CondPut, ObjectStore, StoreError};
+
+pub const INDEX_KEY: &str = "index.json";
+const MODELS_PREFIX: &str = "models/";
+const MAX_INDEX_ATTEMPTS: u32 = 50;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Index {
+    pub format: u32,
+    /// Catalog key -> current artifact.
+    pub models: BTreeMap<String, IndexEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexEntry {
+    /// sha256 of `model.onnx`, also its folder name.
+    pub artifact: String,
+    pub size: u64,
+    /// RFC 3339.
+    pub published_at: String,
+    /// The artifact this one replaced, for a quick roll back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    InvalidArtifact(String),
+    #[error("the registry index at {location} is corrupt: {detail}; fix or remove index.json")]
+    CorruptIndex { location: String, detail: String },
+    #[error("the registry index at {0} kept changing under us; try again")]
+    Contention(String),
+    #[error("{location} has no published artifact for `{key}`; publish it with `zoo publish {key} --to {location}`")]
+    NotPublished { location: String, key: String },
+    #[error("{location}: artifact {artifact} of `{key}` is {what}")]
+    BrokenArtifact {
+        location: String,
+        key: String,
+        artifact: String,
+        what: String,
+    },
+}
+
+/// What [`Registry::publish`] did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Published {
+    pub key: String,
+    pub artifact: String,
+    /// False when the same artifact was already stored.
+    pub uploaded: bool,
+    pub previous: Option<String>,
+}
+
+/// One artifact found in the store.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoredArtifact {
+    pub key: String,
+    pub artifact: String,
+    pub bytes: u64,
+    pub current: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<dyn ObjectStore>,
+}
+
+fn artifact_prefix(key: &str, sha: &str) -> String {
+    format!("{MODELS_PREFIX}{key}/{sha}/")
+}
+
+/// Split `models/<key>/<sha>/<file>` into (key, sha, file).
+fn parse_artifact_key(k: &str) -> Option<(&str, &str, &str)> {
+    let rest = k.strip_prefix(MODELS_PREFIX)?;
+    let (head, file) = rest.rsplit_once('/')?;
+    let (key, sha) = head.rsplit_once('/')?;
+    (!key.is_empty() && is_sha256_hex(sha)).then_some((key, sha, file))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The index with its store version (None when nothing was published yet).
+    async fn read_index(&self) -> Result<(Index, Option<String>), RegistryError> {
+        match self.store.get(INDEX_KEY).await? {
+            None => Ok((
+                Index {
+                    format: 1,
+                    models: BTreeMap::new(),
+                },
+                None,
+            )),
+            Some(obj) => {
+                let index: Index =
+                    serde_json::from_slice(&obj.bytes).map_err(|e| RegistryError::CorruptIndex {
+                        location: self.location(),
+                        detail: e.to_string(),
+                    })?;
+                Ok((index, Some(obj.version)))
+            }
+        }
+    }
+
+    pub async fn index(&self) -> Result<Index, RegistryError> {
+        Ok(self.read_index().await?.0)
+    }
+
+    /// Apply `change` to the index with compare-and-swap, retrying on conflict.
+    async fn update_index<T>(
+        &self,
+        mut change: impl FnMut(&mut Index) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        for attempt in 0..MAX_INDEX_ATTEMPTS {
+            let (mut index, version) = self.read_index().await?;
+            let result = change(&mut index)?;
+            let body = Bytes::from(serde_json::to_vec_pretty(&index).expect("index serializes"));
+            match self.store.put_if(INDEX_KEY, body, version.as_ref()).await? {
+                CondPut::Written(_) => return Ok(result),
+                CondPut::Conflict => {
+                    // Jittered backoff so racing publishers spread out.
+                    let ms = 5u64 * (1 << attempt.min(6)) + rand::random_range(0..20u64);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+            }
+        }
+        Err(RegistryError::Contention(self.location()))
+    }
+
+    /// Check a converted folder (`model.onnx` + `manifest.json`) and return its manifest.
+    pub fn check_artifact_dir(dir: &Path, key: &str) -> Result<Manifest, RegistryError> {
+        let model = dir.join(MODEL_FILE);
+        let manifest_path = dir.join(MANIFEST_FILE);
+        for p in [&model, &manifest_path] {
+            if !p.is_file() {
+                return Err(RegistryError::InvalidArtifact(format!(
+                    "{} is missing: an artifact folder holds {MODEL_FILE} and {MANIFEST_FILE} (run `zoo convert {key}` first)",
+                    p.display()
+                )));
+            }
+        }
+        let manifest = Manifest::read(&manifest_path)?;
+        if manifest.key != key {
+            return Err(RegistryError::InvalidArtifact(format!(
+                "{} describes `{}`, not `{key}`",
+                manifest_path.display(),
+                manifest.key
+            )));
+        }
+        let sha = sha256_file(&model).map_err(|source| RegistryError::Io {
+            path: model.display().to_string(),
+            source,
+        })?;
+        if sha != manifest.artifact.sha256 {
+            return Err(RegistryError::InvalidArtifact(format!(
+                "{} has sha256 {sha} but its manifest says {}: the folder is inconsistent, convert again",
+                model.display(),
+                manifest.artifact.sha256
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// Upload an artifact folder and make it the current artifact of `key`.
+    pub async fn publish(&self, key: &str, dir: &Path) -> Result<Published, RegistryError> {
+        let manifest = Self::check_artifact_dir(dir, key)?;
+        let sha = manifest.artifact.sha256.clone();
+        let prefix = artifact_prefix(key, &sha);
+        // Model first, manifest last: a manifest marks a complete artifact.
+        let uploaded = self
+            .store
+            .create_from_file(&format!("{prefix}{MODEL_FILE}"), &dir.join(MODEL_FILE))
+            .await?;
+        self.store
+            .create_from_file(&format!("{prefix}{MANIFEST_FILE}"), &dir.join(MANIFEST_FILE))
+            .await?;
+        let size = manifest.artifact.size;
+        let previous = self
+            .update_index(|index| {
+                let previous = index.models.get(key).map(|e| e.artifact.clone());
+                let previous = previous.filter(|p| *p != sha);
+                index.models.insert(
+                    key.to_string(),
+                    IndexEntry {
+                        artifact: sha.clone(),
+                        size,
+                        published_at: now_rfc3339(),
+                        previous: previous.clone(),
+                    },
+                );
+                Ok(previous)
+            })
+            .await?;
+        Ok(Published {
+            key: key.to_string(),
+            artifact: sha,
+            uploaded,
+            previous,
+        })
+    }
+
+    /// Point `key` at an artifact that is already stored (roll forward or back).
+    pub async fn set_current(&self, key: &str, artifact: &str) -> Result<(), RegistryError> {
+        let manifest = self.artifact_manifest(key, artifact).await?;
+        self.update_index(|index| {
+            let previous = index
+                .models
+                .get(key)
+                .map(|e| e.artifact.clone())
+                .filter(|p| p != artifact);
+            index.models.insert(
+                key.to_string(),
+                IndexEntry {
+                    artifact: artifact.to_string(),
+                    size: manifest.artifact.size,
+                    published_at: now_rfc3339(),
+                    previous,
+                },
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    /// The manifest of a stored artifact.
+    pub async fn artifact_manifest(&self, key: &str, artifact: &str) -> Result<Manifest, RegistryError> {
+        let path = format!("{}{MANIFEST_FILE}", artifact_prefix(key, artifact));
+        let broken = |what: String| RegistryError::BrokenArtifact {
+            location: self.location(),
+            key: key.to_string(),
+            artifact: artifact.to_string(),
+            what,
+        };
+        let obj = self
+            .store
+            .get(&path)
+            .await?
+            .ok_or_else(|| broken("missing its manifest".into()))?;
+        let manifest = Manifest::from_slice(&obj.bytes, &path)?;
+        if manifest.artifact.sha256 != artifact || manifest.key != key {
+            return Err(broken("described by a manifest of another artifact".into()));
+        }
+        Ok(manifest)
+    }
+
+    /// The current manifest of `key`.
+    pub async fn current(&self, key: &str) -> Result<(IndexEntry, Manifest), RegistryError> {
+        let index = self.index().await?;
+        let entry = index
+            .models
+            .get(key)
+            .cloned()
+            .ok_or_else(|| RegistryError::NotPublished {
+                location: self.location(),
+                key: key.to_string(),
+            })?;
+        let manifest = self.artifact_manifest(key, &entry.artifact).await?;
+        Ok((entry, manifest))
+    }
+
+    /// Download the current artifact of `key` into `dest_dir` and check its sha256.
+    pub async fn fetch_current(&self, key: &str, dest_dir: &Path) -> Result<Manifest, RegistryError> {
+        let (entry, manifest) = self.current(key).await?;
+        let model_key = format!("{}{MODEL_FILE}", artifact_prefix(key, &entry.artifact));
+        let dest = dest_dir.join(MODEL_FILE);
+        if !self.store.download(&model_key, &dest).await? {
+            return Err(RegistryError::BrokenArtifact {
+                location: self.location(),
+                key: key.to_string(),
+                artifact: entry.artifact,
+                what: "missing its model.onnx".into(),
+            });
+        }
+        let sha = sha256_file(&dest).map_err(|source| RegistryError::Io {
+            path: dest.display().to_string(),
+            source,
+        })?;
+        if sha != entry.artifact {
+            let _ = std::fs::remove_file(&dest);
+            return Err(RegistryError::BrokenArtifact {
+                location: self.location(),
+                key: key.to_string(),
+                artifact: entry.artifact,
+                what: format!("corrupt: its model.onnx hashes to {sha}"),
+            });
+        }
+        std::fs::write(dest_dir.join(MANIFEST_FILE), manifest.to_json()).map_err(|source| {
+            RegistryError::Io {
+                path: dest_dir.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(manifest)
+    }
+
+    /// Every artifact in the store, marking the ones the index names.
+    pub async fn artifacts(&self) -> Result<Vec<StoredArtifact>, RegistryError> {
+        let index = self.index().await?;
+        let mut found: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for obj in self.store.list(MODELS_PREFIX).await? {
+            if let Some((key, sha, _)) = parse_artifact_key(&obj.key) {
+                *found.entry((key.to_string(), sha.to_string())).or_default() += obj.size;
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|((key, artifact), bytes)| StoredArtifact {
+                current: index.models.get(&key).is_some_and(|e| e.artifact == artifact),
+                key,
+                artifact,
+                bytes,
+            })
+            .collect())
+    }
+
+    /// Remove artifacts that no index entry names (current or previous) and
+    /// that are older than `min_age`, so an upload in flight is never collected.
+    pub async fn gc(&self, min_age: Duration, dry_run: bool) -> Result<Vec<StoredArtifact>, RegistryError> {
+        let index = self.index().await?;
+        let keep: BTreeSet<(String, String)> = index
+            .models
+            .iter()
+            .flat_map(|(k, e)| {
+                std::iter::once((k.clone(), e.artifact.clone()))
+                    .chain(e.previous.clone().map(|p| (k.clone(), p)))
+            })
+            .collect();
+        let now = SystemTime::now();
+        let mut doomed: BTreeMap<(String, String), (u64, Vec<String>, bool)> = BTreeMap::new();
+        for obj in self.store.list(MODELS_PREFIX).await? {
+            let Some((key, sha, _)) = parse_artifact_key(&obj.key) else { continue };
+            let id = (key.to_string(), sha.to_string());
+            if keep.contains(&id) {
+                continue;
+            }
+            let young = obj
+                .modified
+                .and_then(|m| now.duration_since(m).ok())
+                .is_none_or(|age| age < min_age);
+            let slot = doomed.entry(id).or_insert((0, Vec::new(), false));
+            slot.0 += obj.size;
+            slot.1.push(obj.key);
+            slot.2 |= young;
+        }
+        let mut removed = Vec::new();
+        for ((key, artifact), (bytes, objects, young)) in doomed {
+            if young {
+                continue;
+            }
+            if !dry_run {
+                // Manifest first, so a half-removed artifact no longer looks complete.
+                let mut objects = objects;
+                objects.sort_by_key(|k| !k.ends_with(MANIFEST_FILE));
+                for k in objects {
+                    self.store.delete(&k).await?;
+                }
+            }
+            removed.push(StoredArtifact {
+                key,
+                artifact,
+                bytes,
+                current: false,
+            });
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_keys_split_into_key_sha_file() {
+        let sha = "a".repeat(64);
+        let k = format!("models/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/{sha}/model.onnx");
+        assert_eq!(
+            parse_artifact_key(&k),
+            Some(("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x", sha.as_str(), "model.onnx"))
+        );
+        assert_eq!(parse_artifact_key("models/x/notasha/model.onnx"), None);
+        assert_eq!(parse_artifact_key("index.json"), None);
+    }
+}

@@ -1,0 +1,561 @@
+//! `zoo`: the d2serve model-registry CLI. Argument parsing, progress and
+//! output only; the work happens in the `d2serve-registry` library.
+
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use d2serve_registry::download::{self, PullOptions, PullStatus, SharedLock, VerifyStatus};
+use d2serve_registry::manifest::MODEL_FILE;
+use d2serve_registry::{Catalog, ModelEntry, Registry, S3Config, open_store};
+use futures_util::StreamExt;
+use serde_json::json;
+
+const AFTER_HELP: &str = "\
+Examples:
+  zoo list                                   the 21 models with their APs and local state
+  zoo show r50-fpn-3x --json                 everything the catalog knows about one model
+  zoo pull COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x
+  zoo pull --all --mirror https://mirror.example.com/detectron2
+  zoo verify                                 re-hash the cache against models.lock
+  zoo publish r50-fpn-3x --to s3://my-bucket/registry
+  zoo registry ls --registry file://./registry
+
+Exit codes: 0 success, 1 bad input or network failure, 2 a bug in zoo.";
+
+#[derive(Parser, Debug)]
+#[command(name = "zoo", version, about = "Detectron2 Mask R-CNN model zoo: catalog, downloads and the d2serve registry", after_help = AFTER_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Read this catalog instead of the built-in models.toml (same format).
+    #[arg(long, env = "ZOO_CATALOG", global = true, value_name = "FILE")]
+    catalog: Option<PathBuf>,
+    /// Checkpoint download cache [default: the XDG cache dir, e.g. ~/.cache/d2serve/checkpoints].
+    #[arg(long, env = "ZOO_CACHE", global = true, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Lock file pinning each checkpoint's size and sha256 [default: CACHE/models.lock].
+    #[arg(long, env = "ZOO_LOCK", global = true, value_name = "FILE")]
+    lock: Option<PathBuf>,
+    /// Where `zoo convert` writes artifacts, one folder per model key.
+    #[arg(long, env = "ZOO_ARTIFACTS", global = true, value_name = "DIR", default_value = "artifacts")]
+    artifacts: PathBuf,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+#[derive(Args, Debug)]
+struct S3Args {
+    /// S3 endpoint URL, for S3-compatible servers (AWS_ENDPOINT_URL works too).
+    #[arg(long, env = "ZOO_S3_ENDPOINT", global = true, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region [default: from the AWS environment, else us-east-1].
+    #[arg(long, env = "ZOO_S3_REGION", global = true, value_name = "REGION")]
+    s3_region: Option<String>,
+    /// Path-style S3 addressing (http://host/bucket/key), for MinIO-like servers.
+    #[arg(long, env = "ZOO_S3_PATH_STYLE", global = true)]
+    s3_path_style: bool,
+}
+
+impl S3Args {
+    fn config(&self) -> S3Config {
+        S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            force_path_style: self.s3_path_style,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the catalog's models with their APs and local state.
+    #[command(after_help = "Examples:\n  zoo list\n  zoo list --json | jq '.[] | select(.mask_ap > 40) | .key'\n\n--json prints an array of objects with: key, name, aliases, model_id, dataset,\nnum_classes, box_ap (null when the zoo gives none), mask_ap, inference_s_per_im,\ncached, converted, published.")]
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Registry whose index decides the `published` column.
+        #[arg(long, env = "ZOO_REGISTRY", default_value = "registry")]
+        registry: String,
+    },
+    /// Show everything the catalog records about one model.
+    #[command(after_help = "Examples:\n  zoo show r50-fpn-3x\n  zoo show new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ --json")]
+    Show {
+        /// Catalog key or alias.
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download checkpoints into the cache: resumable, retried, verified.
+    #[command(after_help = "Examples:\n  zoo pull r50-fpn-3x\n  zoo pull --all --jobs 4\n  ZOO_MIRROR=http://127.0.0.1:8000 zoo pull cascade-r50-fpn-3x")]
+    Pull(PullArgs),
+    /// Re-hash cached checkpoints against their zoo names and models.lock.
+    #[command(after_help = "Examples:\n  zoo verify\n  zoo verify r50-fpn-3x --json")]
+    Verify {
+        /// Models to check [default: every cached one].
+        models: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a converted artifact to a registry (folder or S3) and make it current.
+    #[command(after_help = "Examples:\n  zoo publish r50-fpn-3x --to file://./registry\n  zoo publish r50-fpn-3x --artifact out/r50 --to s3://models/registry --s3-endpoint http://127.0.0.1:9000 --s3-path-style")]
+    Publish {
+        /// Catalog key or alias of the model.
+        model: String,
+        /// Registry: file://PATH, a path, or s3://BUCKET[/PREFIX].
+        #[arg(long, env = "ZOO_REGISTRY")]
+        to: String,
+        /// A converted folder (model.onnx + manifest.json) [default: ARTIFACTS/KEY].
+        #[arg(long, value_name = "DIR")]
+        artifact: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and maintain a registry.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PullArgs {
+    /// Catalog keys or aliases.
+    models: Vec<String>,
+    /// Pull every model of the catalog.
+    #[arg(long, conflicts_with = "models")]
+    all: bool,
+    /// Replaces https://dl.fbaipublicfiles.com/detectron2 at the start of every URL.
+    #[arg(long, env = "ZOO_MIRROR", value_name = "BASE")]
+    mirror: Option<String>,
+    /// Downloads running at once with --all.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    jobs: u32,
+    /// Retries per file on timeouts, resets and 5xx.
+    #[arg(long, default_value_t = 6)]
+    retries: u32,
+    /// Seconds without a byte before a connection counts as dropped.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    timeout: u64,
+    /// First retry delay in milliseconds (doubles each retry).
+    #[arg(long, default_value_t = 1000, value_name = "MS", hide = true, env = "ZOO_BACKOFF_MS")]
+    backoff_ms: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RegistryCommand {
+    /// List the registry's models and artifacts.
+    #[command(after_help = "Examples:\n  zoo registry ls\n  zoo registry ls --registry s3://models/registry --json")]
+    Ls {
+        #[arg(long, env = "ZOO_REGISTRY", default_value = "registry")]
+        registry: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove artifacts that no index entry names (current or previous).
+    #[command(after_help = "Examples:\n  zoo registry gc --dry-run\n  zoo registry gc --registry s3://models/registry --min-age 0")]
+    Gc {
+        #[arg(long, env = "ZOO_REGISTRY", default_value = "registry")]
+        registry: String,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Spare artifacts younger than this many seconds (uploads in flight).
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        min_age: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a stored artifact the current one of a model (roll forward or back).
+    #[command(after_help = "Examples:\n  zoo registry set r50-fpn-3x 3f2a…e9 --registry s3://models/registry")]
+    Set {
+        model: String,
+        /// sha256 of the artifact (see `zoo registry ls`).
+        artifact: String,
+        #[arg(long, env = "ZOO_REGISTRY", default_value = "registry")]
+        registry: String,
+    },
+}
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`zoo list | head`), like other Unix tools.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("zoo: internal error (a bug, please report it): {info}");
+        std::process::exit(2);
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zoo: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+impl Global {
+    fn catalog(&self) -> Result<Catalog> {
+        Ok(match &self.catalog {
+            Some(p) => Catalog::from_path(p)?,
+            None => Catalog::embedded()?,
+        })
+    }
+
+    fn cache_dir(&self) -> Result<PathBuf> {
+        match &self.cache {
+            Some(p) => Ok(p.clone()),
+            None => Ok(dirs::cache_dir()
+                .context("no cache directory is known for this user: pass --cache DIR or set ZOO_CACHE")?
+                .join("d2serve")
+                .join("checkpoints")),
+        }
+    }
+
+    fn lock_path(&self) -> Result<PathBuf> {
+        Ok(match &self.lock {
+            Some(p) => p.clone(),
+            None => self.cache_dir()?.join("models.lock"),
+        })
+    }
+
+    fn artifact_dir(&self, entry: &ModelEntry) -> PathBuf {
+        self.artifacts.join(&entry.key)
+    }
+
+    async fn registry(&self, location: &str) -> Result<Registry> {
+        Ok(Registry::new(open_store(location, &self.s3.config()).await?))
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::List { json, registry } => list(g, *json, registry).await,
+        Command::Show { model, json } => show(g, model, *json),
+        Command::Pull(args) => pull(g, args).await,
+        Command::Verify { models, json } => verify(g, models, *json),
+        Command::Publish {
+            model,
+            to,
+            artifact,
+            json,
+        } => publish(g, model, to, artifact.as_deref(), *json).await,
+        Command::Registry { command } => registry_command(g, command).await,
+    }
+}
+
+async fn list(g: &Global, as_json: bool, registry: &str) -> Result<()> {
+    let catalog = g.catalog()?;
+    let cache = g.cache_dir()?;
+    // The registry column is informative: an unreachable registry must not hide the catalog.
+    let index = match g.registry(registry).await {
+        Ok(r) => r.index().await.ok(),
+        Err(_) => None,
+    };
+    let rows: Vec<_> = catalog
+        .models
+        .iter()
+        .map(|m| {
+            json!({
+                "key": m.key,
+                "name": m.name,
+                "aliases": m.aliases,
+                "model_id": m.model_id,
+                "dataset": m.dataset,
+                "num_classes": m.num_classes,
+                "box_ap": m.box_ap,
+                "mask_ap": m.mask_ap,
+                "inference_s_per_im": m.inference_s_per_im,
+                "cached": download::cached_path(&cache, m).is_file(),
+                "converted": g.artifact_dir(m).join(MODEL_FILE).is_file(),
+                "published": index.as_ref().is_some_and(|i| i.models.contains_key(&m.key)),
+            })
+        })
+        .collect();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let fmt_ap = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+    let width = catalog.models.iter().map(|m| m.key.len()).max().unwrap_or(3);
+    println!(
+        "{:<width$}  {:<26}  {:<10}  {:>6}  {:>7}  STATE",
+        "KEY", "NAME", "DATASET", "BOX AP", "MASK AP"
+    );
+    for r in &rows {
+        let state: Vec<&str> = [("cached", "local"), ("converted", "converted"), ("published", "published")]
+            .iter()
+            .filter(|(k, _)| r[*k].as_bool() == Some(true))
+            .map(|(_, label)| *label)
+            .collect();
+        println!(
+            "{:<width$}  {:<26}  {:<10}  {:>6}  {:>7}  {}",
+            r["key"].as_str().unwrap_or_default(),
+            r["name"].as_str().unwrap_or_default(),
+            r["dataset"].as_str().unwrap_or_default(),
+            fmt_ap(&r["box_ap"]),
+            fmt_ap(&r["mask_ap"]),
+            if state.is_empty() { "-".to_string() } else { state.join(",") }
+        );
+    }
+    Ok(())
+}
+
+fn show(g: &Global, name: &str, as_json: bool) -> Result<()> {
+    let catalog = g.catalog()?;
+    let m = catalog.require(name)?;
+    let classes = catalog.classes(m);
+    // Through text, so f32 settings print as written (0.7, not 0.699999988).
+    let mut value: serde_json::Value = serde_json::from_str(&serde_json::to_string(m)?)?;
+    value["classes"] = serde_json::to_value(&classes.classes)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    value.as_object_mut().expect("an entry is an object").remove("classes");
+    println!("{} ({})", m.name, m.key);
+    print_tree(&value, 1);
+    let names: Vec<&str> = classes.names().collect();
+    let shown = names.iter().take(12).copied().collect::<Vec<_>>().join(", ");
+    println!(
+        "  classes: {} ({}{})",
+        names.len(),
+        shown,
+        if names.len() > 12 { ", …; --json lists all" } else { "" }
+    );
+    Ok(())
+}
+
+fn print_tree(v: &serde_json::Value, depth: usize) {
+    let pad = "  ".repeat(depth);
+    if let Some(obj) = v.as_object() {
+        for (k, v) in obj {
+            if v.is_object() {
+                println!("{pad}{k}:");
+                print_tree(v, depth + 1);
+            } else {
+                println!("{pad}{k}: {}", compact(v));
+            }
+        }
+    }
+}
+
+fn compact(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn select<'c>(catalog: &'c Catalog, names: &[String], all: bool) -> Result<Vec<&'c ModelEntry>> {
+    if all {
+        return Ok(catalog.models.iter().collect());
+    }
+    if names.is_empty() {
+        bail!("name at least one model (a key or alias from `zoo list`), or pass --all");
+    }
+    names
+        .iter()
+        .map(|n| catalog.require(n).map_err(Into::into))
+        .collect()
+}
+
+async fn pull(g: &Global, args: &PullArgs) -> Result<()> {
+    let catalog = g.catalog()?;
+    let entries = select(&catalog, &args.models, args.all)?;
+    let opts = PullOptions {
+        cache_dir: g.cache_dir()?,
+        mirror: args.mirror.clone(),
+        retries: args.retries,
+        backoff: Duration::from_millis(args.backoff_ms),
+    };
+    let lock = SharedLock::open(&g.lock_path()?)?;
+    let client = download::http_client(Duration::from_secs(args.timeout.max(1)));
+    let bars = progress::Bars::new(entries.len(), !args.json);
+    let results: Vec<_> = futures_util::stream::iter(entries.iter().map(|e| {
+        let (client, opts, lock, bars) = (&client, &opts, &lock, &bars);
+        async move { (e.key.clone(), download::pull(client, e, opts, lock, bars).await) }
+    }))
+    .buffer_unordered(args.jobs as usize)
+    .collect()
+    .await;
+    bars.clear();
+    let mut failures = 0;
+    let mut report = Vec::new();
+    for (key, r) in results {
+        match r {
+            Ok(p) => {
+                if !args.json {
+                    let what = match p.status {
+                        PullStatus::Cached => "already cached, verified",
+                        PullStatus::Downloaded => "downloaded, verified",
+                    };
+                    let pin = if p.pinned_now { "; sha256 pinned in models.lock" } else { "" };
+                    println!("{key}: {what} ({} bytes){pin}\n  {}", p.size, p.path.display());
+                }
+                report.push(json!({"key": key, "ok": true, "status": p.status, "path": p.path, "size": p.size, "sha256": p.sha256}));
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("zoo: {key}: {e}");
+                report.push(json!({"key": key, "ok": false, "error": e.to_string()}));
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if failures > 0 {
+        bail!("{failures} of {} downloads failed", report.len());
+    }
+    Ok(())
+}
+
+fn verify(g: &Global, names: &[String], as_json: bool) -> Result<()> {
+    let catalog = g.catalog()?;
+    let entries = if names.is_empty() {
+        catalog.models.iter().collect()
+    } else {
+        select(&catalog, names, false)?
+    };
+    let cache = g.cache_dir()?;
+    let lock = download::LockFile::load(&g.lock_path()?)?;
+    let results = download::verify_cache(&entries, &cache, &lock)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else if results.is_empty() {
+        println!("nothing cached in {} yet: `zoo pull KEY` downloads a model", cache.display());
+    } else {
+        for r in &results {
+            let what = match r.status {
+                VerifyStatus::Ok => "ok",
+                VerifyStatus::Unpinned => "ok by its md5 prefix; not pinned in models.lock yet (the next pull pins it)",
+                VerifyStatus::Md5Mismatch => "CORRUPT: md5 does not start with the zoo name's prefix; delete it and pull again",
+                VerifyStatus::ShaMismatch => "CHANGED: sha256 differs from models.lock; delete it and pull again",
+            };
+            println!("{}: {what}\n  {} ({} bytes, sha256 {})", r.key, r.path.display(), r.size, r.sha256);
+        }
+    }
+    let bad = results
+        .iter()
+        .filter(|r| matches!(r.status, VerifyStatus::Md5Mismatch | VerifyStatus::ShaMismatch))
+        .count();
+    if bad > 0 {
+        bail!("{bad} cached checkpoint(s) failed verification");
+    }
+    Ok(())
+}
+
+async fn publish(g: &Global, name: &str, to: &str, artifact: Option<&Path>, as_json: bool) -> Result<()> {
+    let catalog = g.catalog()?;
+    let entry = catalog.require(name)?;
+    let dir = artifact.map_or_else(|| g.artifact_dir(entry), Path::to_path_buf);
+    let registry = g.registry(to).await?;
+    let p = registry.publish(&entry.key, &dir).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        println!(
+            "{}: artifact {} {} and is now current in {}{}",
+            p.key,
+            p.artifact,
+            if p.uploaded { "uploaded" } else { "was already stored" },
+            registry.location(),
+            p.previous.map(|x| format!(" (previous: {x})")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn registry_command(g: &Global, cmd: &RegistryCommand) -> Result<()> {
+    match cmd {
+        RegistryCommand::Ls { registry, json } => {
+            let r = g.registry(registry).await?;
+            let index = r.index().await?;
+            let artifacts = r.artifacts().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&json!({"location": r.location(), "index": index, "artifacts": artifacts}))?);
+                return Ok(());
+            }
+            println!("registry {}", r.location());
+            if index.models.is_empty() {
+                println!("  (no model published yet)");
+            }
+            for (key, e) in &index.models {
+                println!("  {key}\n    current {} ({} bytes, published {})", e.artifact, e.size, e.published_at);
+                if let Some(p) = &e.previous {
+                    println!("    previous {p}");
+                }
+            }
+            let stale: Vec<_> = artifacts.iter().filter(|a| !a.current).collect();
+            if !stale.is_empty() {
+                println!("  not current ({}; `zoo registry gc` removes those no entry names):", stale.len());
+                for a in stale {
+                    println!("    {} {} ({} bytes)", a.key, a.artifact, a.bytes);
+                }
+            }
+            Ok(())
+        }
+        RegistryCommand::Gc {
+            registry,
+            dry_run,
+            min_age,
+            json,
+        } => {
+            let r = g.registry(registry).await?;
+            let removed = r.gc(Duration::from_secs(*min_age), *dry_run).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&json!({"dry_run": dry_run, "removed": removed}))?);
+            } else if removed.is_empty() {
+                println!("nothing to remove in {}", r.location());
+            } else {
+                for a in &removed {
+                    println!("{} {} {} ({} bytes)", if *dry_run { "would remove" } else { "removed" }, a.key, a.artifact, a.bytes);
+                }
+            }
+            Ok(())
+        }
+        RegistryCommand::Set {
+            model,
+            artifact,
+            registry,
+        } => {
+            let catalog = g.catalog()?;
+            let entry = catalog.require(model)?;
+            let r = g.registry(registry).await?;
+            r.set_current(&entry.key, artifact).await?;
+            println!("{}: current artifact is now {artifact} in {}", entry.key, r.location());
+            Ok(())
+        }
+    }
+}
