@@ -9,6 +9,7 @@ pub mod hashing;
 pub mod manifest;
 pub mod registry;
 pub mod store;
+pub mod testing;
 
 pub use catalog::{Catalog, CatalogError, ModelEntry};
 pub use classes::{ClassInfo, ClassList};

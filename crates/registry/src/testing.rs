@@ -1,0 +1,161 @@
+//! Test support shared by this workspace's tests: a local S3 server and fake
+//! artifacts. Not part of the public API.
+#![doc(hidden)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::classes::ClassList;
+use crate::hashing::sha256_file;
+use crate::manifest::{
+    FileInfo, MANIFEST_FILE, MODEL_FILE, Manifest, ResizeRule, TensorSpec, Thresholds,
+};
+
+/// A moto S3 server on 127.0.0.1, killed on drop.
+///
+/// Found at `$MOTO_SERVER` or `<repo>/.venv-test/bin/moto_server` (installed by
+/// `scripts/setup-test-env.sh`). Missing, tests skip with a loud message,
+/// unless `D2_REQUIRE_S3_TESTS=1` (as in CI), where they fail.
+pub struct MotoServer {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl MotoServer {
+    pub fn start() -> Option<Self> {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let bin = std::env::var_os("MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join(".venv-test/bin/moto_server"));
+        if !bin.exists() {
+            let msg = format!(
+                "no S3 test server at {}: run scripts/setup-test-env.sh (or set MOTO_SERVER)",
+                bin.display()
+            );
+            if std::env::var("D2_REQUIRE_S3_TESTS").as_deref() == Ok("1") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED (S3 tests): {msg}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// A client for this server with static test credentials.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "static",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        self.client()
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("create bucket");
+    }
+
+    /// Environment for a child process (`zoo`, `serve`) talking to this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write a stand-in artifact folder (random `model.onnx` of `size` bytes and a
+/// consistent manifest) for registry tests that do not need a real graph.
+pub fn fake_artifact(dir: &Path, key: &str, size: usize, seed: u64) -> Manifest {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect();
+    let model = dir.join(MODEL_FILE);
+    std::fs::write(&model, &bytes).unwrap();
+    let tensor = |name: &str, dtype: &str, shape: &[&str]| TensorSpec {
+        name: name.into(),
+        dtype: dtype.into(),
+        shape: shape.iter().map(|s| s.to_string()).collect(),
+    };
+    let manifest = Manifest {
+        format: 1,
+        key: key.into(),
+        name: "test artifact".into(),
+        zoo_id: 0,
+        source: FileInfo {
+            file: "model_final_000000.pkl".into(),
+            sha256: "0".repeat(64),
+            size: 0,
+        },
+        artifact: FileInfo {
+            file: MODEL_FILE.into(),
+            sha256: sha256_file(&model).unwrap(),
+            size: size as u64,
+        },
+        opset: 21,
+        inputs: vec![tensor("image", "uint8", &["H", "W", "3"])],
+        outputs: vec![tensor("boxes", "float32", &["N", "4"])],
+        resize: ResizeRule {
+            rule: "ResizeShortestEdge".into(),
+            min_size: 800,
+            max_size: 1333,
+            interpolation: "pil-bilinear".into(),
+        },
+        classes: ClassList::builtin("cityscapes").unwrap().classes,
+        box_ap: None,
+        mask_ap: 1.0,
+        thresholds: Thresholds {
+            score: 0.05,
+            nms: 0.5,
+            detections_per_image: 100,
+            mask: 0.5,
+        },
+        converter_version: "test".into(),
+    };
+    std::fs::write(dir.join(MANIFEST_FILE), manifest.to_json()).unwrap();
+    manifest
+}

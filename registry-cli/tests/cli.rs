@@ -1,0 +1,78 @@
+//! CLI manners: help with examples, exit codes, the embedded catalog.
+
+mod common;
+
+use common::{text, zoo};
+
+#[test]
+fn every_help_page_shows_an_example() {
+    for args in [
+        vec!["--help"],
+        vec!["list", "--help"],
+        vec!["show", "--help"],
+        vec!["pull", "--help"],
+        vec!["verify", "--help"],
+        vec!["publish", "--help"],
+        vec!["registry", "ls", "--help"],
+        vec!["registry", "gc", "--help"],
+        vec!["registry", "set", "--help"],
+    ] {
+        let out = zoo(&args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Examples:") && help.contains("zoo "), "{args:?} help has no example:\n{help}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_1_and_say_what_to_do() {
+    let out = zoo(&["pull"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("or pass --all"));
+
+    let out = zoo(&["frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let out = zoo(&["show", "casacde"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zoo list"));
+
+    let out = zoo(&["list"], &[("ZOO_CATALOG", "/nonexistent/models.toml")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/models.toml"));
+}
+
+#[test]
+fn list_shows_the_21_models_with_their_aps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().display().to_string();
+    let out = zoo(&["list"], &[("ZOO_CACHE", &cache)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(s.lines().count(), 22, "header + 21 rows:\n{s}");
+    let row = s.lines().find(|l| l.starts_with("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x ")).unwrap();
+    assert!(row.contains("41.0") && row.contains("37.2"), "{row}");
+
+    let out = zoo(&["list", "--json"], &[("ZOO_CACHE", &cache)]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 21);
+    let city = rows.iter().find(|r| r["key"] == "Cityscapes/mask_rcnn_R_50_FPN").unwrap();
+    assert_eq!(city["box_ap"], serde_json::Value::Null);
+    assert_eq!(city["num_classes"], 8);
+}
+
+#[test]
+fn show_prints_every_setting_and_the_classes() {
+    let out = zoo(&["show", "lvis-x101-fpn", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["classes"].as_array().unwrap().len(), 1230);
+    assert_eq!(v["roi_heads"]["score_thresh_test"], 0.0001);
+    assert_eq!(v["rpn"]["nms_thresh"], 0.7, "f32 settings print as written");
+    assert_eq!(v["backbone"]["num_groups"], 32);
+
+    let out = zoo(&["show", "r50-c4-1x"], &[]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("kind: c4") && s.contains("classes: 80 (person"), "{s}");
+}
