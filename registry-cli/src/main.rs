@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use d2serve_d2onnx::{ConvertOptions, convert_checkpoint};
 use d2serve_registry::download::{self, PullOptions, PullStatus, SharedLock, VerifyStatus};
 use d2serve_registry::manifest::MODEL_FILE;
 use d2serve_registry::{Catalog, ModelEntry, Registry, S3Config, open_store};
@@ -22,6 +23,7 @@ Examples:
   zoo pull COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x
   zoo pull --all --mirror https://mirror.example.com/detectron2
   zoo verify                                 re-hash the cache against models.lock
+  zoo convert r50-fpn-3x                     the cached checkpoint -> artifacts/<key>/model.onnx
   zoo publish r50-fpn-3x --to s3://my-bucket/registry
   zoo registry ls --registry file://./registry
 
@@ -107,6 +109,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a checkpoint into one ONNX graph plus manifest (ARTIFACTS/KEY by default).
+    #[command(after_help = "Examples:\n  zoo convert r50-fpn-3x                       the cached checkpoint of a catalog model\n  zoo convert model.pkl --as r50-fpn-3x --out out/r50 --min-size 320 --max-size 512\n  zoo convert r50-fpn-3x --debug-outputs        also output RPN proposals, for parity work")]
+    Convert(ConvertArgs),
     /// Publish a converted artifact to a registry (folder or S3) and make it current.
     #[command(after_help = "Examples:\n  zoo publish r50-fpn-3x --to file://./registry\n  zoo publish r50-fpn-3x --artifact out/r50 --to s3://models/registry --s3-endpoint http://127.0.0.1:9000 --s3-path-style")]
     Publish {
@@ -150,6 +155,29 @@ struct PullArgs {
     /// First retry delay in milliseconds (doubles each retry).
     #[arg(long, default_value_t = 1000, value_name = "MS", hide = true, env = "ZOO_BACKOFF_MS")]
     backoff_ms: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ConvertArgs {
+    /// A catalog key or alias (its cached checkpoint), or a .pkl file with --as.
+    source: String,
+    /// The catalog entry a .pkl file is a checkpoint of.
+    #[arg(long = "as", value_name = "KEY")]
+    as_key: Option<String>,
+    /// Output folder [default: ARTIFACTS/KEY].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Test-time shortest-edge size recorded in the manifest [default: the catalog's].
+    #[arg(long, value_name = "N")]
+    min_size: Option<u32>,
+    /// Test-time longest-edge cap recorded in the manifest [default: the catalog's].
+    #[arg(long, value_name = "N")]
+    max_size: Option<u32>,
+    /// Also output the RPN proposals and their objectness logits.
+    #[arg(long)]
+    debug_outputs: bool,
     #[arg(long)]
     json: bool,
 }
@@ -264,6 +292,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Show { model, json } => show(g, model, *json),
         Command::Pull(args) => pull(g, args).await,
         Command::Verify { models, json } => verify(g, models, *json),
+        Command::Convert(args) => convert(g, args),
         Command::Publish {
             model,
             to,
@@ -472,6 +501,55 @@ fn verify(g: &Global, names: &[String], as_json: bool) -> Result<()> {
         .count();
     if bad > 0 {
         bail!("{bad} cached checkpoint(s) failed verification");
+    }
+    Ok(())
+}
+
+fn convert(g: &Global, args: &ConvertArgs) -> Result<()> {
+    let catalog = g.catalog()?;
+    let is_file = args.source.ends_with(".pkl") || Path::new(&args.source).is_file();
+    let (entry, pkl) = match (&args.as_key, is_file) {
+        (Some(key), true) => (catalog.require(key)?, PathBuf::from(&args.source)),
+        (None, true) => bail!(
+            "which model is {}? add --as KEY (a key or alias from `zoo list`)",
+            args.source
+        ),
+        (Some(_), false) => bail!("{} is not a file; --as names the model of a .pkl file", args.source),
+        (None, false) => {
+            let entry = catalog.require(&args.source)?;
+            let path = download::cached_path(&g.cache_dir()?, entry);
+            if !path.is_file() {
+                bail!(
+                    "{} is not downloaded yet ({} is missing): run `zoo pull {}` first, or pass a .pkl with --as",
+                    entry.key,
+                    path.display(),
+                    entry.key
+                );
+            }
+            (entry, path)
+        }
+    };
+    let out = args.out.clone().unwrap_or_else(|| g.artifact_dir(entry));
+    let opts = ConvertOptions {
+        min_size: args.min_size,
+        max_size: args.max_size,
+        debug_outputs: args.debug_outputs,
+    };
+    let started = std::time::Instant::now();
+    let manifest = convert_checkpoint(entry, &catalog.classes(entry), &pkl, &out, &opts)
+        .with_context(|| format!("converting {} ({})", pkl.display(), entry.key))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"key": entry.key, "out": out, "manifest": manifest, "seconds": started.elapsed().as_secs_f64()}))?);
+    } else {
+        println!(
+            "{}: wrote {} ({} bytes, sha256 {}) and {} in {:.2} s",
+            entry.key,
+            out.join(MODEL_FILE).display(),
+            manifest.artifact.size,
+            manifest.artifact.sha256,
+            out.join("manifest.json").display(),
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -1,0 +1,47 @@
+//! The d2serve converter: a Detectron2 zoo checkpoint (`.pkl`) in, one
+//! self-contained ONNX graph out (image in; boxes, scores, classes and mask
+//! probabilities out; standard ONNX ops only).
+//!
+//! One module per architecture piece, each adding nodes to a shared
+//! [`builder::GraphBuilder`]: `preprocess`, `resnet`, `fpn`, `rpn`, `roi_heads`;
+//! [`model`] assembles them per catalog entry.
+
+pub mod boxes;
+pub mod builder;
+pub mod convert;
+pub mod fpn;
+pub mod layers;
+pub mod model;
+pub mod onnx;
+pub mod pickle;
+pub mod preprocess;
+pub mod resnet;
+pub mod roi_heads;
+pub mod rpn;
+
+pub use convert::{ConvertOptions, convert_checkpoint};
+pub use pickle::{Checkpoint, PickleError, read_checkpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("cannot read the checkpoint: {0}")]
+    Pickle(#[from] PickleError),
+    #[error("the checkpoint lacks weight `{0}`: is it the checkpoint of this catalog entry?")]
+    MissingWeight(String),
+    #[error("weight `{name}` has shape {found:?}, expected [{}]", expected.join(", "))]
+    WeightShape {
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<String>,
+    },
+    #[error("weight `{name}` is {dtype}, expected floating point")]
+    WeightType { name: String, dtype: &'static str },
+    #[error("the checkpoint has {} weight(s) this architecture does not use (first: {}): is it the checkpoint of this catalog entry?", .0.len(), .0.iter().take(3).cloned().collect::<Vec<_>>().join(", "))]
+    ExtraWeights(Vec<String>),
+    #[error("checkpoint and catalog disagree: {0}")]
+    Mismatch(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
