@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs the test tools the project needs,
-# then runs every test of the workspace. S3 tests are required here, not skipped.
+# then runs every test of the workspace. Tests that need the local S3 server or
+# ONNX Runtime are required here, not skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
-export D2_REQUIRE_S3_TESTS=1
+export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1
 cargo test --workspace --locked

@@ -112,6 +112,16 @@ enum Command {
     /// Convert a checkpoint into one ONNX graph plus manifest (ARTIFACTS/KEY by default).
     #[command(after_help = "Examples:\n  zoo convert r50-fpn-3x                       the cached checkpoint of a catalog model\n  zoo convert model.pkl --as r50-fpn-3x --out out/r50 --min-size 320 --max-size 512\n  zoo convert r50-fpn-3x --debug-outputs        also output RPN proposals, for parity work")]
     Convert(ConvertArgs),
+    /// Write a zoo-format checkpoint with the real names and shapes and random weights.
+    #[command(after_help = "Examples:\n  zoo synth r50-fpn-3x --out /tmp/r50.pkl\n  zoo synth r50-fpn-3x --out r50.pkl --seed 7 && zoo convert r50.pkl --as r50-fpn-3x")]
+    Synth {
+        /// Catalog key or alias.
+        model: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Publish a converted artifact to a registry (folder or S3) and make it current.
     #[command(after_help = "Examples:\n  zoo publish r50-fpn-3x --to file://./registry\n  zoo publish r50-fpn-3x --artifact out/r50 --to s3://models/registry --s3-endpoint http://127.0.0.1:9000 --s3-path-style")]
     Publish {
@@ -293,6 +303,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => pull(g, args).await,
         Command::Verify { models, json } => verify(g, models, *json),
         Command::Convert(args) => convert(g, args),
+        Command::Synth { model, out, seed } => synth(g, model, out, *seed),
         Command::Publish {
             model,
             to,
@@ -502,6 +513,21 @@ fn verify(g: &Global, names: &[String], as_json: bool) -> Result<()> {
     if bad > 0 {
         bail!("{bad} cached checkpoint(s) failed verification");
     }
+    Ok(())
+}
+
+fn synth(g: &Global, name: &str, out: &Path, seed: u64) -> Result<()> {
+    let catalog = g.catalog()?;
+    let entry = catalog.require(name)?;
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".synth.").tempfile_in(dir)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let n = d2serve_d2onnx::synth::write_checkpoint(entry, seed, &mut w)?;
+    let tmp = w.into_inner().map_err(|e| e.into_error())?;
+    tmp.persist(out).map_err(|e| e.error).with_context(|| format!("writing {}", out.display()))?;
+    let size = std::fs::metadata(out)?.len();
+    println!("{}: wrote {} ({n} tensors, {size} bytes, random weights, seed {seed})", entry.key, out.display());
     Ok(())
 }
 

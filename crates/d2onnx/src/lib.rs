@@ -18,6 +18,7 @@ pub mod preprocess;
 pub mod resnet;
 pub mod roi_heads;
 pub mod rpn;
+pub mod synth;
 
 pub use convert::{ConvertOptions, convert_checkpoint};
 pub use pickle::{Checkpoint, PickleError, read_checkpoint};

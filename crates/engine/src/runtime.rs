@@ -1,0 +1,261 @@
+//! ONNX Runtime, loaded at run time (`ort` with `load-dynamic`), and sessions
+//! of converted graphs.
+//!
+//! The library is looked for in `ORT_DYLIB_PATH`, then beside the running
+//! binary, then where `scripts/install-ort.sh` puts it (`third_party/ort/`),
+//! then in `/opt/onnxruntime/lib` (the container images).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found (looked in {looked}); run scripts/install-ort.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so from the PyPI onnxruntime==1.31.1 wheel (onnxruntime/capi/)"
+    )]
+    LibraryNotFound { looked: String },
+    #[error("cannot load ONNX Runtime from {path}: {detail}")]
+    LibraryLoad { path: String, detail: String },
+    #[error("CUDA was requested but is not usable: {0}")]
+    Cuda(String),
+    #[error("cannot load model {path}: {detail}")]
+    Model { path: String, detail: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("the model's output `{name}` is malformed: {detail}")]
+    Output { name: String, detail: String },
+}
+
+/// Execution provider choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+    /// CUDA when it works, else CPU (with a log line).
+    Auto,
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            "auto" => Ok(Self::Auto),
+            _ => Err(format!("unknown device `{s}`: use cpu, cuda or auto")),
+        }
+    }
+}
+
+fn is_ort_lib(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "onnxruntime.dll" || n == "libonnxruntime.dylib")
+}
+
+fn find_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_ort_lib(p) && p.is_file())
+        .collect();
+    // Prefer the most specific name (libonnxruntime.so.1.31.1 over libonnxruntime.so).
+    found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    found.into_iter().next()
+}
+
+/// Where the ONNX Runtime library is, by the documented search order.
+pub fn find_library() -> Result<PathBuf, RuntimeError> {
+    let mut looked = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        looked.push(format!("ORT_DYLIB_PATH={}", p.display()));
+    }
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        dirs.push(dir.clone());
+        // cargo test binaries live in target/<profile>/deps.
+        if let Some(parent) = dir.parent() {
+            dirs.push(parent.to_path_buf());
+        }
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../third_party/ort"));
+    dirs.push(PathBuf::from("/opt/onnxruntime/lib"));
+    for d in dirs {
+        if let Some(p) = find_in(&d) {
+            return Ok(p);
+        }
+        looked.push(d.display().to_string());
+    }
+    Err(RuntimeError::LibraryNotFound { looked: looked.join(", ") })
+}
+
+static ENVIRONMENT: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment (loaded once).
+pub fn environment() -> Result<&'static ort::environment::Environment, RuntimeError> {
+    let result = ENVIRONMENT.get_or_init(|| {
+        let path = find_library().map_err(|e| e.to_string())?;
+        let builder = ort::init_from(&path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        let env = builder
+            .with_name("d2serve")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
+        Ok((env, path))
+    });
+    match result {
+        Ok((env, _)) => Ok(env),
+        Err(e) if e.starts_with("ONNX Runtime library not found") => Err(RuntimeError::LibraryNotFound {
+            looked: e.clone(),
+        }),
+        Err(e) => Err(RuntimeError::LibraryLoad {
+            path: String::new(),
+            detail: e.clone(),
+        }),
+    }
+}
+
+/// CPUs this process may use: honours cgroup quotas (containers, Lambda).
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub device: Device,
+    pub intra_threads: usize,
+    /// Write the optimized graph here (ONNX Runtime's offline optimization).
+    pub optimized_model_path: Option<PathBuf>,
+    /// ONNX Runtime graph optimizations (on by default; off only to measure numerics).
+    pub optimize: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            intra_threads: available_cpus(),
+            optimized_model_path: None,
+            optimize: true,
+        }
+    }
+}
+
+/// Raw outputs of a converted graph, in the input image's frame.
+#[derive(Debug, Clone, Default)]
+pub struct RawDetections {
+    pub boxes: Vec<[f32; 4]>,
+    pub scores: Vec<f32>,
+    pub classes: Vec<i64>,
+    /// `N × M × M`, row-major.
+    pub mask_probs: Vec<f32>,
+    pub mask_size: usize,
+    /// With `--debug-outputs` graphs: RPN proposals and their logits.
+    pub proposals: Option<(Vec<[f32; 4]>, Vec<f32>)>,
+}
+
+/// A loaded converted graph.
+pub struct Model {
+    session: Session,
+    has_debug: bool,
+}
+
+impl Model {
+    pub fn load(path: &Path, opts: &SessionOptions) -> Result<Self, RuntimeError> {
+        let env = environment()?;
+        let err = |e: &dyn std::fmt::Display| RuntimeError::Model {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        };
+        let mut b = Session::builder(env)
+            .map_err(|e| err(&e))?
+            .with_optimization_level(if opts.optimize { GraphOptimizationLevel::All } else { GraphOptimizationLevel::Disable })
+            .map_err(|e| err(&e))?
+            .with_intra_threads(opts.intra_threads.max(1))
+            .map_err(|e| err(&e))?;
+        if let Some(p) = &opts.optimized_model_path {
+            b = b.with_optimized_model_path(p).map_err(|e| err(&e))?;
+        }
+        if opts.device != Device::Cpu {
+            b = crate::runtime::with_cuda(b, opts.device).map_err(|e| match e {
+                RuntimeError::Cuda(_) => e,
+                other => other,
+            })?;
+        }
+        let session = b.commit_from_file(path).map_err(|e| err(&e))?;
+        let has_debug = session.outputs().iter().any(|o| o.name() == "proposals");
+        Ok(Self { session, has_debug })
+    }
+
+    /// Run on a resized RGB image (`height × width × 3`, row-major).
+    pub fn run(&mut self, rgb: &[u8], height: usize, width: usize) -> Result<RawDetections, RuntimeError> {
+        let input = Tensor::from_array(([height, width, 3usize], rgb.to_vec().into_boxed_slice()))
+            .map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let has_debug = self.has_debug;
+        let out = self
+            .session
+            .run(ort::inputs!["image" => input])
+            .map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let get_f32 = |name: &str| -> Result<(Vec<i64>, Vec<f32>), RuntimeError> {
+            let v = out.get(name).ok_or_else(|| RuntimeError::Output {
+                name: name.into(),
+                detail: "missing".into(),
+            })?;
+            let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| RuntimeError::Output {
+                name: name.into(),
+                detail: e.to_string(),
+            })?;
+            Ok((shape.iter().copied().collect(), data.to_vec()))
+        };
+        let (_, boxes) = get_f32("boxes")?;
+        let (_, scores) = get_f32("scores")?;
+        let (mshape, mask_probs) = get_f32("mask_probs")?;
+        let classes = out
+            .get("classes")
+            .ok_or_else(|| RuntimeError::Output { name: "classes".into(), detail: "missing".into() })?
+            .try_extract_tensor::<i64>()
+            .map_err(|e| RuntimeError::Output { name: "classes".into(), detail: e.to_string() })?
+            .1
+            .to_vec();
+        let n = scores.len();
+        if boxes.len() != 4 * n || classes.len() != n || mshape.len() != 3 || mshape[0] as usize != n {
+            return Err(RuntimeError::Output {
+                name: "boxes/scores/classes/mask_probs".into(),
+                detail: format!("inconsistent sizes for {n} detections"),
+            });
+        }
+        let proposals = if has_debug {
+            let (_, p) = get_f32("proposals")?;
+            let (_, l) = get_f32("proposal_logits")?;
+            Some((p.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(), l))
+        } else {
+            None
+        };
+        Ok(RawDetections {
+            boxes: boxes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(),
+            scores,
+            classes,
+            mask_probs,
+            mask_size: mshape[2] as usize,
+            proposals,
+        })
+    }
+}
+
+/// Register the CUDA execution provider (`auto`: fall back to CPU with a log line).
+fn with_cuda(b: ort::session::builder::SessionBuilder, device: Device) -> Result<ort::session::builder::SessionBuilder, RuntimeError> {
+    let _ = device;
+    Err(RuntimeError::Cuda(
+        "this build has no CUDA execution provider; build with `--features cuda` and the onnxruntime-gpu library".into(),
+    ))
+    .or_else(|e| if device == Device::Auto { Ok(b) } else { Err(e) })
+}
