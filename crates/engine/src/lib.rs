@@ -1,1 +1,15 @@
+//! d2serve's inference engine: ONNX Runtime sessions of converted graphs,
+//! Detectron2-exact preprocessing (decode, Pillow-exact resize) and
+//! postprocessing (box rescale, mask paste), the model cache, and Supervisely output.
+
+pub mod cache;
+pub mod decode;
+pub mod paste;
+pub mod pipeline;
+pub mod resize;
 pub mod runtime;
+pub mod supervisely;
+
+pub use cache::{CacheLimits, LoadError, ModelCache};
+pub use decode::{DecodeError, RgbImage, decode};
+pub use pipeline::{Instance, LoadedModel, PredictError, Prediction, Roi, Settings};

@@ -1,0 +1,179 @@
+//! One image through a converted model, exactly like Detectron2's
+//! `DefaultPredictor` + `detector_postprocess`: resize (Pillow bilinear),
+//! the graph, boxes scaled back and clipped, empty boxes dropped, masks pasted
+//! at box-local size and thresholded.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use d2serve_registry::Manifest;
+
+use crate::decode::RgbImage;
+use crate::paste::{RegionMask, paste_mask, rescale_box};
+use crate::resize::{resize_bilinear_rgb, shortest_edge_size};
+use crate::runtime::{Model, RuntimeError};
+
+/// An inclusive pixel rectangle of the original image (Supervisely ROI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roi {
+    pub left: usize,
+    pub top: usize,
+    pub right: usize,
+    pub bottom: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Keep instances with score >= this.
+    pub conf_thres: f64,
+    /// Keep only these class names (None: all).
+    pub classes: Option<Vec<String>>,
+    pub roi: Option<Roi>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub class_id: usize,
+    pub score: f32,
+    /// x0, y0, x1, y1 in the original image.
+    pub bbox: [f32; 4],
+    /// Tight mask in original-image coordinates.
+    pub mask: RegionMask,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub resize: Duration,
+    pub infer: Duration,
+    pub postprocess: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Original image size (the full image, also with an ROI).
+    pub height: usize,
+    pub width: usize,
+    pub instances: Vec<Instance>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error("the rectangle [{left}, {top}, {right}, {bottom}] (left, top, right, bottom; inclusive) is not inside the {width}x{height} image")]
+    RoiOutside {
+        left: usize,
+        top: usize,
+        right: usize,
+        bottom: usize,
+        width: usize,
+        height: usize,
+    },
+    #[error("unknown class `{0}` in settings.classes")]
+    UnknownClass(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A converted model ready to answer.
+pub struct LoadedModel {
+    pub manifest: Manifest,
+    pub file_bytes: u64,
+    model: Mutex<Model>,
+}
+
+impl LoadedModel {
+    pub fn new(manifest: Manifest, model: Model, file_bytes: u64) -> Self {
+        Self {
+            manifest,
+            file_bytes,
+            model: Mutex::new(model),
+        }
+    }
+
+    pub fn class_names(&self) -> impl Iterator<Item = &str> {
+        self.manifest.classes.iter().map(|c| c.name.as_str())
+    }
+
+    /// Detect instances in `image` (the full original image).
+    pub fn predict(&self, image: &RgbImage, settings: &Settings) -> Result<Prediction, PredictError> {
+        let keep_class: Option<Vec<bool>> = match &settings.classes {
+            None => None,
+            Some(names) => {
+                let mut keep = vec![false; self.manifest.classes.len()];
+                for n in names {
+                    let i = self
+                        .manifest
+                        .classes
+                        .iter()
+                        .position(|c| &c.name == n)
+                        .ok_or_else(|| PredictError::UnknownClass(n.clone()))?;
+                    keep[i] = true;
+                }
+                Some(keep)
+            }
+        };
+        let cropped;
+        let (img, dx, dy) = match settings.roi {
+            None => (image, 0, 0),
+            Some(r) => {
+                if r.left > r.right || r.top > r.bottom || r.right >= image.width || r.bottom >= image.height {
+                    return Err(PredictError::RoiOutside {
+                        left: r.left,
+                        top: r.top,
+                        right: r.right,
+                        bottom: r.bottom,
+                        width: image.width,
+                        height: image.height,
+                    });
+                }
+                cropped = image.crop(r.left, r.top, r.right, r.bottom);
+                (&cropped, r.left, r.top)
+            }
+        };
+        let mut timings = Timings::default();
+        let t = Instant::now();
+        let (rh, rw) = shortest_edge_size(img.height, img.width, self.manifest.resize.min_size, self.manifest.resize.max_size);
+        let resized = resize_bilinear_rgb(&img.data, img.height, img.width, rh, rw);
+        timings.resize = t.elapsed();
+
+        let t = Instant::now();
+        let raw = {
+            let mut m = self.model.lock().unwrap_or_else(|p| p.into_inner());
+            m.run(&resized, rh, rw)?
+        };
+        timings.infer = t.elapsed();
+
+        let t = Instant::now();
+        let (oh, ow) = (img.height, img.width);
+        let m = raw.mask_size;
+        let threshold = self.manifest.thresholds.mask;
+        let mut instances = Vec::new();
+        for i in 0..raw.scores.len() {
+            let score = raw.scores[i];
+            let class_id = raw.classes[i].max(0) as usize;
+            if f64::from(score) < settings.conf_thres || keep_class.as_ref().is_some_and(|k| !k.get(class_id).copied().unwrap_or(false)) {
+                continue;
+            }
+            // Detectron2 drops boxes that are empty after scaling back.
+            let Some(b) = rescale_box(raw.boxes[i], rh, rw, oh, ow) else { continue };
+            let mask = paste_mask(&raw.mask_probs[i * m * m..(i + 1) * m * m], m, b, oh, ow, threshold);
+            // An empty mask is not an object (Supervisely refuses empty bitmaps).
+            let Some(mut mask) = mask.tight() else { continue };
+            mask.x0 += dx;
+            mask.y0 += dy;
+            instances.push(Instance {
+                class_id,
+                score,
+                bbox: [b[0] + dx as f32, b[1] + dy as f32, b[2] + dx as f32, b[3] + dy as f32],
+                mask,
+            });
+        }
+        timings.postprocess = t.elapsed();
+        Ok(Prediction {
+            height: image.height,
+            width: image.width,
+            instances,
+            timings,
+        })
+    }
+}

@@ -1,0 +1,619 @@
+//! The `serve` function: one axum Router speaking the Supervisely serving API
+//! and a small native API. `main.rs` hands it to `lambda_http::run` under AWS
+//! Lambda or to `axum::serve` elsewhere; everything here is tested without AWS.
+
+pub mod coco;
+pub mod error;
+pub mod fetch;
+pub mod metrics;
+pub mod ssrf;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use d2serve_engine::pipeline::{Roi, Settings};
+use d2serve_engine::{LoadedModel, ModelCache, Prediction, RgbImage, supervisely};
+use d2serve_registry::{Catalog, ClassInfo, ModelEntry, S3Config};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::fetch::Fetcher;
+use crate::metrics::Metrics;
+
+/// Default object confidence threshold of the Supervisely settings (the Python app's YAML).
+pub const DEFAULT_CONF_THRES: f64 = 0.45;
+const SETTINGS_YAML: &str = "# object confidence threshold (for debug 0.001)\nconf_thres: 0.45\n";
+const APP_NAME: &str = "Serve Detectron2";
+const MAX_BATCH: usize = 16;
+
+pub struct Config {
+    pub catalog: Catalog,
+    /// Key (or alias) of the model used when a request names none.
+    pub default_model: String,
+    pub max_pixels: u64,
+    pub max_body_bytes: usize,
+    /// Supervisely instance for `inference_image_id` (`SERVER_ADDRESS`).
+    pub supervisely_server: Option<String>,
+    /// Fallback API token (`API_TOKEN`).
+    pub supervisely_token: Option<String>,
+    pub s3: S3Config,
+    pub device: String,
+}
+
+pub struct AppState {
+    pub cfg: Config,
+    pub cache: Arc<ModelCache>,
+    pub fetcher: Fetcher,
+    pub metrics: Metrics,
+    meta_bodies: Mutex<HashMap<String, Bytes>>,
+    request_ids: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(cfg: Config, cache: Arc<ModelCache>, fetcher: Fetcher) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            cache,
+            fetcher,
+            metrics: Metrics::default(),
+            meta_bodies: Mutex::new(HashMap::new()),
+            request_ids: AtomicU64::new(1),
+        })
+    }
+}
+
+type S = State<Arc<AppState>>;
+
+/// The whole HTTP API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    let health = |v: Value| move || async move { Json(v) };
+    let running = json!({"running": true, "mode": "production"});
+    let ready = json!({"status": "ready"});
+    Router::new()
+        .route("/get_session_info", post(session_info).get(session_info))
+        .route("/get_output_classes_and_tags", post(model_meta).get(model_meta))
+        .route("/get_model_meta", post(model_meta).get(model_meta))
+        .route("/get_custom_inference_settings", post(custom_settings).get(custom_settings))
+        .route("/inference_image_url", post(inference_image_url))
+        .route("/inference_image_id", post(inference_image_id))
+        .route("/inference_batch_ids", post(inference_batch_ids))
+        .route("/inference_image", post(inference_image))
+        .route("/inference_batch", post(inference_batch))
+        .route("/is_alive", get(health(running.clone())).post(health(running.clone())))
+        .route("/is_running", get(health(running.clone())).post(health(running.clone())))
+        .route("/livez", get(health(running.clone())).post(health(running)))
+        .route("/is_ready", get(health(ready.clone())).post(health(ready.clone())))
+        .route("/readyz", get(health(ready.clone())).post(health(ready)))
+        .route(
+            "/is_deployed",
+            get(health(json!({"deployed": true, "description:": "Model is ready to receive requests"})))
+                .post(health(json!({"deployed": true, "description:": "Model is ready to receive requests"}))),
+        )
+        .route("/health", get(health(json!({"status": "ok"}))))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{*rest}", post(native_predict))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README (Supervisely API and /v1/models)") })
+        .with_state(state)
+}
+
+/// Request id, JSON access log, request metrics.
+async fn observe(State(st): S, req: Request, next: Next) -> Response {
+    let id = st.request_ids.fetch_add(1, Ordering::Relaxed);
+    let route = req.uri().path().to_string();
+    let method = req.method().clone();
+    let t = Instant::now();
+    let span = tracing::info_span!("request", request_id = id, %method, route = %route);
+    let _enter = span.enter();
+    drop(_enter);
+    let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let metric_route = if route.starts_with("/v1/models/") { "/v1/models/{key}/predict" } else { route.as_str() };
+    st.metrics.request(metric_route, status);
+    if let Ok(v) = HeaderValue::from_str(&format!("req-{id}")) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let model = resp.headers().get("x-model").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    tracing::info!(request_id = id, %method, route = %route, status, model = %model, seconds = t.elapsed().as_secs_f64(), "request");
+    resp
+}
+
+// ---------- model selection and settings ----------
+
+fn resolve_model<'c>(st: &'c AppState, requested: Option<&str>) -> Result<&'c ModelEntry, ApiError> {
+    let name = requested.filter(|s| !s.is_empty()).unwrap_or(&st.cfg.default_model);
+    st.cfg.catalog.get(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_model",
+            format!("no model `{name}`; GET /v1/models lists the models this server has"),
+        )
+    })
+}
+
+/// `state.model`, else the `x-model` header.
+fn requested_model<'a>(state: &'a Value, headers: &'a HeaderMap) -> Option<&'a str> {
+    state
+        .get("model")
+        .and_then(Value::as_str)
+        .or_else(|| headers.get("x-model").and_then(|v| v.to_str().ok()))
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("bad_json", "the body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+fn state_of(body: &Value) -> Value {
+    match body.get("state") {
+        Some(s) if s.is_object() => s.clone(),
+        _ => json!({}),
+    }
+}
+
+fn roi_from(v: &Value) -> Result<Roi, ApiError> {
+    let bad = || ApiError::bad_request("bad_rectangle", "rectangle must be Supervisely Rectangle JSON: {\"points\": {\"exterior\": [[left, top], [right, bottom]]}}");
+    let ext = v.pointer("/points/exterior").and_then(Value::as_array).ok_or_else(bad)?;
+    if ext.len() != 2 {
+        return Err(bad());
+    }
+    let mut pts = Vec::new();
+    for p in ext {
+        let a = p.as_array().filter(|a| a.len() == 2).ok_or_else(bad)?;
+        let coord = |x: &Value| -> Result<usize, ApiError> {
+            let f = x.as_f64().ok_or_else(bad)?;
+            if f < 0.0 || f.fract() != 0.0 {
+                return Err(ApiError::bad_request("bad_rectangle", format!("rectangle coordinate {f} is not a non-negative integer")));
+            }
+            Ok(f as usize)
+        };
+        pts.push((coord(&a[0])?, coord(&a[1])?));
+    }
+    Ok(Roi {
+        left: pts[0].0.min(pts[1].0),
+        top: pts[0].1.min(pts[1].1),
+        right: pts[0].0.max(pts[1].0),
+        bottom: pts[0].1.max(pts[1].1),
+    })
+}
+
+/// Inference settings from a request `state` (settings may be null; the
+/// rectangle may sit in `state` or in `state.settings`).
+pub fn parse_settings(state: &Value, default_conf: f64) -> Result<Settings, ApiError> {
+    let settings = match state.get("settings") {
+        None | Some(Value::Null) => json!({}),
+        Some(s) if s.is_object() => s.clone(),
+        Some(_) => return Err(ApiError::bad_request("bad_settings", "state.settings must be an object")),
+    };
+    let conf_thres = match settings.get("conf_thres") {
+        None | Some(Value::Null) => default_conf,
+        Some(v) => match v.as_f64() {
+            Some(c) if (0.0..=1.0).contains(&c) => c,
+            _ => return Err(ApiError::bad_request("bad_settings", format!("conf_thres must be a number in [0, 1], got {v}"))),
+        },
+    };
+    let classes = match settings.get("classes") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "all" => None,
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .map(|c| c.as_str().map(str::to_string).ok_or_else(|| ApiError::bad_request("bad_settings", "classes must be a list of class names")))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(ApiError::bad_request("bad_settings", "classes must be a list of class names or \"all\"")),
+    };
+    let rect = state.get("rectangle").filter(|v| !v.is_null()).or_else(|| settings.get("rectangle").filter(|v| !v.is_null()));
+    let roi = rect.map(roi_from).transpose()?;
+    Ok(Settings { conf_thres, classes, roi })
+}
+
+// ---------- inference ----------
+
+struct Answer {
+    model: Arc<LoadedModel>,
+    prediction: Prediction,
+    timings: Vec<(&'static str, f64)>,
+}
+
+async fn run_inference(st: &Arc<AppState>, entry: &ModelEntry, bytes: Vec<u8>, settings: Settings, fetch_s: f64) -> Result<Answer, ApiError> {
+    let model = st.cache.get(&entry.key).await?;
+    let max_pixels = st.cfg.max_pixels;
+    let t = Instant::now();
+    let image: RgbImage = tokio::task::spawn_blocking(move || d2serve_engine::decode(&bytes, max_pixels))
+        .await
+        .map_err(|e| ApiError::internal(format!("decoder crashed: {e}")))??;
+    let decode_s = t.elapsed().as_secs_f64();
+    let m = model.clone();
+    let prediction = tokio::task::spawn_blocking(move || m.predict(&image, &settings))
+        .await
+        .map_err(|e| ApiError::internal(format!("inference crashed: {e}")))??;
+    let infer_s = (prediction.timings.resize + prediction.timings.infer + prediction.timings.postprocess).as_secs_f64();
+    for (stage, s) in [("fetch", fetch_s), ("decode", decode_s), ("infer", infer_s)] {
+        st.metrics.observe(&entry.key, stage, s);
+    }
+    Ok(Answer {
+        model,
+        prediction,
+        timings: vec![("fetch", fetch_s), ("decode", decode_s), ("infer", infer_s)],
+    })
+}
+
+fn annotation_json(model: &LoadedModel, p: &Prediction) -> Value {
+    let objects = p
+        .instances
+        .iter()
+        .map(|i| supervisely::object(&model.manifest.classes[i.class_id].name, i.score, &i.mask))
+        .collect();
+    supervisely::annotation(p.height, p.width, objects)
+}
+
+fn prediction_json(model: &LoadedModel, p: &Prediction, name: Option<&str>, image_id: Option<i64>) -> Value {
+    json!({
+        "annotation": annotation_json(model, p),
+        "data": {},
+        "image_id": image_id,
+        "image_name": name,
+        "name": name,
+        "dataset_id": null,
+        "project_id": null,
+    })
+}
+
+/// JSON response with the model and Server-Timing (fetch, decode, infer, encode) headers.
+fn respond(entry: &ModelEntry, body: Value, timings: &[(&'static str, f64)], encode_start: Instant, st: &AppState) -> Response {
+    let encode_s = encode_start.elapsed().as_secs_f64();
+    st.metrics.observe(&entry.key, "encode", encode_s);
+    let mut timing: Vec<String> = timings.iter().map(|(k, s)| format!("{k};dur={:.1}", s * 1000.0)).collect();
+    timing.push(format!("encode;dur={:.1}", encode_s * 1000.0));
+    let mut resp = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&timing.join(", ")) {
+        resp.headers_mut().insert("server-timing", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&entry.key) {
+        resp.headers_mut().insert("x-model", v);
+    }
+    resp
+}
+
+// ---------- Supervisely endpoints ----------
+
+async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = parse_body(&body)?;
+    let entry = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
+    let classes = st.cfg.catalog.classes(entry);
+    let checkpoint = entry.key.rsplit('/').next().unwrap_or(&entry.key);
+    Ok(Json(json!({
+        "app_name": APP_NAME,
+        "session_id": null,
+        "model_name": entry.key,
+        "model_display_name": entry.name,
+        "checkpoint_name": checkpoint,
+        "checkpoint_url": entry.url,
+        "pretrained_on_dataset": st.cfg.catalog.datasets[&entry.dataset].title,
+        "number_of_classes": classes.len(),
+        "device": st.cfg.device,
+        "runtime": "onnxruntime",
+        "sliding_window_support": "none",
+        "videos_support": false,
+        "async_video_inference_support": false,
+        "tracking_on_videos_support": false,
+        "async_image_inference_support": false,
+        "tracking_algorithms": [],
+        "batch_inference_support": true,
+        "max_batch_size": MAX_BATCH,
+        "task type": "instance segmentation",
+        "app": APP_NAME,
+        "type": "Instance Segmentation",
+        "classes_count": classes.len(),
+        "tags_count": 1,
+    })))
+}
+
+fn class_list(st: &AppState, entry: &ModelEntry) -> Vec<ClassInfo> {
+    st.cfg.catalog.classes(entry).classes
+}
+
+async fn model_meta(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let body = parse_body(&body)?;
+    let entry = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
+    // Clients re-fetch the meta on every inference (1230 classes for LVIS): serve cached bytes.
+    let cached = st.meta_bodies.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.key).cloned();
+    let bytes = match cached {
+        Some(b) => b,
+        None => {
+            let b = Bytes::from(serde_json::to_vec(&supervisely::model_meta(&class_list(&st, entry))).expect("meta serializes"));
+            st.meta_bodies.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.key.clone(), b.clone());
+            b
+        }
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+async fn custom_settings() -> Json<Value> {
+    Json(json!({"settings": SETTINGS_YAML}))
+}
+
+async fn inference_image_url(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let body = parse_body(&body)?;
+    let state = state_of(&body);
+    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let url = state
+        .get("image_url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("missing_field", "state.image_url (a string) is required"))?;
+    let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
+    let t = Instant::now();
+    let bytes = st.fetcher.get(url).await?;
+    let fetch_s = t.elapsed().as_secs_f64();
+    let a = run_inference(&st, entry, bytes, settings, fetch_s).await?;
+    let enc = Instant::now();
+    let name = url.rsplit('/').next().filter(|s| !s.is_empty());
+    let body = prediction_json(&a.model, &a.prediction, name, None);
+    Ok(respond(entry, body, &a.timings, enc, &st))
+}
+
+/// Download an image from the configured Supervisely instance.
+async fn supervisely_image(st: &AppState, body: &Value, headers: &HeaderMap, id: i64) -> Result<Vec<u8>, ApiError> {
+    let server = st.cfg.supervisely_server.as_deref().ok_or_else(|| {
+        ApiError::bad_request("no_supervisely_server", "image ids need a Supervisely server: start serve with --supervisely-server (SERVER_ADDRESS) and send api_token")
+    })?;
+    let token = body
+        .get("api_token")
+        .and_then(Value::as_str)
+        .or_else(|| body.pointer("/context/apiToken").and_then(Value::as_str))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::to_string)
+        .or_else(|| st.cfg.supervisely_token.clone())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_api_token", "send api_token (or x-api-key) to read images from Supervisely"))?;
+    let url = format!("{}/public/api/v3/images.download", server.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("x-api-key", token)
+        .json(&json!({"id": id}))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "supervisely_unreachable", format!("{url}: {e}")))?;
+    match resp.status().as_u16() {
+        200 => {}
+        401 | 403 => return Err(ApiError::new(StatusCode::FORBIDDEN, "supervisely_refused", format!("Supervisely refused image {id}: check the API token"))),
+        404 | 400 => return Err(ApiError::new(StatusCode::NOT_FOUND, "image_not_found", format!("Supervisely has no image {id}"))),
+        s => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "supervisely_error", format!("Supervisely answered {s} for image {id}"))),
+    }
+    let bytes = resp.bytes().await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "supervisely_unreachable", e.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
+async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let body = parse_body(&body)?;
+    let state = state_of(&body);
+    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let id = ["image_id", "imageId"]
+        .iter()
+        .find_map(|k| state.get(*k).and_then(Value::as_i64))
+        .ok_or_else(|| ApiError::bad_request("missing_field", "state.image_id (an integer) is required"))?;
+    let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
+    let t = Instant::now();
+    let bytes = supervisely_image(&st, &body, &headers, id).await?;
+    let a = run_inference(&st, entry, bytes, settings, t.elapsed().as_secs_f64()).await?;
+    let enc = Instant::now();
+    let body = prediction_json(&a.model, &a.prediction, None, Some(id));
+    Ok(respond(entry, body, &a.timings, enc, &st))
+}
+
+async fn inference_batch_ids(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let body = parse_body(&body)?;
+    let state = state_of(&body);
+    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let ids: Vec<i64> = ["batch_ids", "image_ids", "images_ids", "imageIds"]
+        .iter()
+        .find_map(|k| state.get(*k).and_then(Value::as_array))
+        .ok_or_else(|| ApiError::bad_request("missing_field", "state.batch_ids (a list of image ids) is required"))?
+        .iter()
+        .map(|v| v.as_i64().ok_or_else(|| ApiError::bad_request("bad_field", "batch_ids must be integers")))
+        .collect::<Result<_, _>>()?;
+    if ids.len() > MAX_BATCH {
+        return Err(ApiError::bad_request("batch_too_large", format!("Batch size should be less than or equal to {MAX_BATCH}")));
+    }
+    let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
+    let mut out = Vec::new();
+    let mut timings = Vec::new();
+    for id in ids {
+        let t = Instant::now();
+        let bytes = supervisely_image(&st, &body, &headers, id).await?;
+        let a = run_inference(&st, entry, bytes, settings.clone(), t.elapsed().as_secs_f64()).await?;
+        out.push(prediction_json(&a.model, &a.prediction, None, Some(id)));
+        timings = a.timings;
+    }
+    Ok(respond(entry, Value::Array(out), &timings, Instant::now(), &st))
+}
+
+/// Files and the state object of a Supervisely multipart request.
+async fn read_multipart(mut mp: Multipart) -> Result<(Vec<(String, Vec<u8>)>, Value), ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), "bad_multipart", e.body_text());
+    let mut files = Vec::new();
+    let mut state = json!({});
+    while let Some(field) = mp.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "files" | "file" => {
+                let fname = field.file_name().unwrap_or("image").to_string();
+                let data = field.bytes().await.map_err(bad)?;
+                files.push((fname, data.to_vec()));
+            }
+            "settings" | "state" => {
+                let text = field.text().await.map_err(bad)?;
+                let v = parse_body(&Bytes::from(text))?;
+                // The SDK sends a state object {"settings": {...}}; accept bare settings too.
+                state = if v.get("settings").is_some() || v.get("rectangle").is_some() || v.get("model").is_some() {
+                    v
+                } else {
+                    json!({"settings": v})
+                };
+            }
+            _ => {}
+        }
+    }
+    if files.is_empty() {
+        return Err(ApiError::bad_request("missing_field", "a multipart part named `files` with the image is required"));
+    }
+    Ok((files, state))
+}
+
+async fn inference_image(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
+    let (mut files, state) = read_multipart(mp).await?;
+    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
+    let (name, bytes) = files.swap_remove(0);
+    let a = run_inference(&st, entry, bytes, settings, 0.0).await?;
+    let enc = Instant::now();
+    let body = prediction_json(&a.model, &a.prediction, Some(&name), None);
+    Ok(respond(entry, body, &a.timings, enc, &st))
+}
+
+async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
+    let (files, state) = read_multipart(mp).await?;
+    if files.len() > MAX_BATCH {
+        return Err(ApiError::bad_request("batch_too_large", format!("Batch size should be less than or equal to {MAX_BATCH}")));
+    }
+    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
+    let mut out = Vec::new();
+    let mut timings = Vec::new();
+    for (name, bytes) in files {
+        let a = run_inference(&st, entry, bytes, settings.clone(), 0.0).await?;
+        out.push(prediction_json(&a.model, &a.prediction, Some(&name), None));
+        timings = a.timings;
+    }
+    Ok(respond(entry, Value::Array(out), &timings, Instant::now(), &st))
+}
+
+// ---------- native API ----------
+
+async fn list_models(State(st): S) -> Result<Json<Value>, ApiError> {
+    let index = st
+        .cache
+        .registry()
+        .index()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "registry_unavailable", e.to_string()))?;
+    let loaded = st.cache.loaded_keys();
+    let models: Vec<Value> = index
+        .models
+        .iter()
+        .map(|(key, e)| {
+            let entry = st.cfg.catalog.get(key);
+            let classes: Vec<String> = entry
+                .map(|m| st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect())
+                .unwrap_or_default();
+            json!({
+                "key": key,
+                "name": entry.map(|m| m.name.clone()),
+                "aliases": entry.map(|m| m.aliases.clone()).unwrap_or_default(),
+                "dataset": entry.map(|m| m.dataset.clone()),
+                "box_ap": entry.and_then(|m| m.box_ap),
+                "mask_ap": entry.map(|m| m.mask_ap),
+                "num_classes": classes.len(),
+                "classes": classes,
+                "artifact": e.artifact,
+                "artifact_bytes": e.size,
+                "published_at": e.published_at,
+                "loaded": loaded.contains(key),
+                "default": st.cfg.catalog.get(&st.cfg.default_model).is_some_and(|d| &d.key == key),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"models": models})))
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PredictQuery {
+    format: Option<String>,
+    conf: Option<f64>,
+}
+
+async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<PredictQuery>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let key = rest
+        .strip_suffix("/predict")
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "use POST /v1/models/{key}/predict"))?;
+    let entry = resolve_model(&st, Some(key))?;
+    let conf = q.conf.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&conf) {
+        return Err(ApiError::bad_request("bad_settings", "conf must be in [0, 1]"));
+    }
+    let coco = match q.format.as_deref() {
+        None | Some("supervisely") => false,
+        Some("coco") => true,
+        Some(f) => return Err(ApiError::bad_request("bad_format", format!("format `{f}`: use supervisely or coco"))),
+    };
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    let t = Instant::now();
+    let (bytes, settings) = if is_json {
+        let v = parse_body(&body)?;
+        let settings = parse_settings(&json!({"settings": v.get("settings").cloned().unwrap_or(Value::Null), "rectangle": v.get("rectangle").cloned().unwrap_or(Value::Null)}), conf)?;
+        let src = v
+            .get("url")
+            .or_else(|| v.get("image_url"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request("missing_field", "JSON bodies need \"url\" (http(s):// or s3://)"))?;
+        let bytes = if let Some(s3) = src.strip_prefix("s3://") {
+            let (bucket, key) = s3.split_once('/').ok_or_else(|| ApiError::bad_request("bad_url", "s3 URIs look like s3://bucket/key"))?;
+            let store = d2serve_registry::open_store(&format!("s3://{bucket}"), &st.cfg.s3)
+                .await
+                .map_err(|e| ApiError::bad_request("bad_url", e.to_string()))?;
+            store
+                .get(key)
+                .await
+                .map_err(|e| ApiError::bad_request("url_unreachable", e.to_string()))?
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "image_not_found", format!("{src} does not exist")))?
+                .bytes
+                .to_vec()
+        } else {
+            st.fetcher.get(src).await?
+        };
+        (bytes, settings)
+    } else {
+        (body.to_vec(), Settings { conf_thres: conf, ..Default::default() })
+    };
+    let a = run_inference(&st, entry, bytes, settings, t.elapsed().as_secs_f64()).await?;
+    let enc = Instant::now();
+    let out = if coco {
+        let p = &a.prediction;
+        let results: Vec<Value> = p
+            .instances
+            .iter()
+            .map(|i| coco::result(i.class_id, &a.model.manifest.classes[i.class_id].name, i.score, i.bbox, &i.mask, p.height, p.width))
+            .collect();
+        json!({"model": entry.key, "height": p.height, "width": p.width, "results": results})
+    } else {
+        json!({"model": entry.key, "annotation": annotation_json(&a.model, &a.prediction)})
+    };
+    Ok(respond(entry, out, &a.timings, enc, &st))
+}
+
+async fn metrics(State(st): S) -> Response {
+    let stats = st.cache.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let body = st.metrics.render(&stats, st.cache.loaded_keys().len());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
