@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod decode;
+pub mod overlay;
 pub mod paste;
 pub mod pipeline;
 pub mod resize;
