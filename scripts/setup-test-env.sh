@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond cargo, into the repository (idempotent):
-#   .venv-test/     moto[server] (a local S3 server for the registry tests), and
-#                   onnxruntime + numpy (converted graphs must run in Python's ORT too)
-#   third_party/ort the ONNX Runtime library the Rust engine loads (scripts/install-ort.sh)
+#   .venv-test/      moto[server] (a local S3 server for the registry tests), and
+#                    onnxruntime + numpy (converted graphs must run in Python's ORT too)
+#   .venv-sdk/       the Supervisely Python SDK, as a real client of serve
+#   third_party/ort/ the ONNX Runtime library the Rust engine loads (scripts/install-ort.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv-test/bin/moto_server ] || ! .venv-test/bin/python -c "import onnxruntime, numpy" 2>/dev/null; then
   echo "setup: creating .venv-test with moto[server], onnxruntime, numpy (about a minute)"
   python3 -m venv .venv-test
   .venv-test/bin/pip install --quiet --disable-pip-version-check "moto[server]==5.2.5" "onnxruntime==1.31.1" numpy
+fi
+if [ ! -x .venv-sdk/bin/python ] || ! .venv-sdk/bin/python -c "import supervisely" 2>/dev/null; then
+  echo "setup: creating .venv-sdk with the Supervisely SDK (about a minute)"
+  python3 -m venv .venv-sdk
+  .venv-sdk/bin/pip install --quiet --disable-pip-version-check "supervisely==6.74.51"
 fi
 scripts/install-ort.sh
 echo "setup: test environment ready"
