@@ -10,6 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use d2serve_d2onnx::{ConvertOptions, convert_checkpoint};
+use d2serve_engine::pipeline::Settings;
+use d2serve_engine::runtime::SessionOptions;
+use d2serve_engine::{LoadedModel, RgbImage, supervisely};
 use d2serve_registry::download::{self, PullOptions, PullStatus, SharedLock, VerifyStatus};
 use d2serve_registry::manifest::MODEL_FILE;
 use d2serve_registry::{Catalog, ModelEntry, Registry, S3Config, open_store};
@@ -122,6 +125,24 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run a converted model on images locally: Supervisely JSON and an overlay picture.
+    #[command(after_help = "Examples:\n  zoo predict photo.jpg --model r50-fpn-3x --overlay out.png --json out.json\n  zoo predict a.jpg b.png --model r50-fpn-3x --overlay overlays/   (a folder for several images)")]
+    Predict(PredictArgs),
+    /// Draw a Supervisely annotation (e.g. a serve reply) over its image.
+    #[command(after_help = "Examples:\n  zoo draw photo.jpg reply.json --out overlay.png --model r50-fpn-3x")]
+    Draw {
+        image: PathBuf,
+        /// Annotation JSON, or a serve reply holding one under "annotation".
+        annotation: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Catalog model whose class colours to use.
+        #[arg(long, default_value = "r50-fpn-3x")]
+        model: String,
+    },
+    /// Measure cold start and warm latency of a converted model (see docs/BENCHMARKS.md).
+    #[command(after_help = "Examples:\n  zoo bench --model r50-fpn-3x --image photo.png --runs 10\n  zoo bench --model r50-fpn-3x --artifact out/r50 --threads 2 --json")]
+    Bench(BenchArgs),
     /// Publish a converted artifact to a registry (folder or S3) and make it current.
     #[command(after_help = "Examples:\n  zoo publish r50-fpn-3x --to file://./registry\n  zoo publish r50-fpn-3x --artifact out/r50 --to s3://models/registry --s3-endpoint http://127.0.0.1:9000 --s3-path-style")]
     Publish {
@@ -188,6 +209,49 @@ struct ConvertArgs {
     /// Also output the RPN proposals and their objectness logits.
     #[arg(long)]
     debug_outputs: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct PredictArgs {
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Catalog key or alias.
+    #[arg(long, default_value = "r50-fpn-3x")]
+    model: String,
+    /// Converted folder [default: ARTIFACTS/KEY].
+    #[arg(long, value_name = "DIR")]
+    artifact: Option<PathBuf>,
+    /// Overlay PNG (a folder when several images are given).
+    #[arg(long, value_name = "PATH")]
+    overlay: Option<PathBuf>,
+    /// Supervisely annotation JSON (a folder when several images are given).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Keep detections with score >= this.
+    #[arg(long, default_value_t = 0.5)]
+    conf: f64,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[arg(long, default_value = "r50-fpn-3x")]
+    model: String,
+    /// Converted folder [default: ARTIFACTS/KEY; a full-size synthesized checkpoint is converted when missing].
+    #[arg(long, value_name = "DIR")]
+    artifact: Option<PathBuf>,
+    /// Image to run on [default: a built-in 800x1067 test pattern].
+    #[arg(long)]
+    image: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// ONNX Runtime intra-op threads [default: the CPUs available].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Disable ONNX Runtime graph optimizations (to measure their effect).
+    #[arg(long)]
+    no_optimize: bool,
     #[arg(long)]
     json: bool,
 }
@@ -303,6 +367,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => pull(g, args).await,
         Command::Verify { models, json } => verify(g, models, *json),
         Command::Convert(args) => convert(g, args),
+        Command::Predict(args) => predict(g, args),
+        Command::Draw { image, annotation, out, model } => draw(g, image, annotation, out, model),
+        Command::Bench(args) => bench(g, args).await,
         Command::Synth { model, out, seed } => synth(g, model, out, *seed),
         Command::Publish {
             model,
@@ -512,6 +579,140 @@ fn verify(g: &Global, names: &[String], as_json: bool) -> Result<()> {
         .count();
     if bad > 0 {
         bail!("{bad} cached checkpoint(s) failed verification");
+    }
+    Ok(())
+}
+
+fn read_image(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    d2serve_engine::decode(&bytes, 200_000_000).with_context(|| format!("decoding {}", path.display()))
+}
+
+fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d)?;
+    }
+    image::save_buffer(path, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn output_path(base: &Path, image: &Path, many: bool, ext: &str) -> PathBuf {
+    if many {
+        let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+        base.join(format!("{stem}.{ext}"))
+    } else {
+        base.to_path_buf()
+    }
+}
+
+fn predict(g: &Global, args: &PredictArgs) -> Result<()> {
+    let catalog = g.catalog()?;
+    let entry = catalog.require(&args.model)?;
+    let dir = args.artifact.clone().unwrap_or_else(|| g.artifact_dir(entry));
+    if !dir.join(MODEL_FILE).is_file() {
+        bail!("{} has no converted model: run `zoo convert {}` (or pass --artifact DIR)", dir.display(), entry.key);
+    }
+    let model = LoadedModel::open(&dir, &SessionOptions::default())?;
+    let many = args.images.len() > 1;
+    let settings = Settings { conf_thres: args.conf, ..Default::default() };
+    for path in &args.images {
+        let mut img = read_image(path)?;
+        let t = std::time::Instant::now();
+        let p = model.predict(&img, &settings)?;
+        let secs = t.elapsed().as_secs_f64();
+        let objects: Vec<_> = p
+            .instances
+            .iter()
+            .map(|i| supervisely::object(&model.manifest.classes[i.class_id].name, i.score, &i.mask))
+            .collect();
+        let ann = supervisely::annotation(p.height, p.width, objects);
+        println!("{}: {} instances in {:.2} s", path.display(), p.instances.len(), secs);
+        for i in &p.instances {
+            println!("  {:<20} {:.3}  box [{:.1}, {:.1}, {:.1}, {:.1}]", model.manifest.classes[i.class_id].name, i.score, i.bbox[0], i.bbox[1], i.bbox[2], i.bbox[3]);
+        }
+        if let Some(base) = &args.json {
+            let out = output_path(base, path, many, "json");
+            if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(&out, serde_json::to_string_pretty(&ann)?)?;
+            println!("  annotation: {}", out.display());
+        }
+        if let Some(base) = &args.overlay {
+            let out = output_path(base, path, many, "png");
+            supervisely::draw_annotation(&mut img.data, img.height, img.width, &ann, &model.manifest.classes);
+            save_png(&out, &img)?;
+            println!("  overlay: {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+fn draw(g: &Global, image: &Path, annotation: &Path, out: &Path, model: &str) -> Result<()> {
+    let catalog = g.catalog()?;
+    let entry = catalog.require(model)?;
+    let mut img = read_image(image)?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(annotation).with_context(|| format!("reading {}", annotation.display()))?)
+        .with_context(|| format!("{} is not JSON", annotation.display()))?;
+    let ann = v.get("annotation").cloned().unwrap_or(v);
+    let n = supervisely::draw_annotation(&mut img.data, img.height, img.width, &ann, &catalog.classes(entry).classes);
+    save_png(out, &img)?;
+    println!("drew {n} objects on {} -> {}", image.display(), out.display());
+    Ok(())
+}
+
+/// A deterministic 800x1067 RGB pattern (the 800/1333 test size of a 3:4 photo).
+fn test_pattern() -> RgbImage {
+    let (h, w) = (800usize, 1067usize);
+    let mut data = Vec::with_capacity(h * w * 3);
+    for y in 0..h {
+        for x in 0..w {
+            data.extend_from_slice(&[((x * 7 + y * 3) % 256) as u8, ((x * x + y) % 251) as u8, ((y * 5) % 256) as u8]);
+        }
+    }
+    RgbImage { height: h, width: w, data }
+}
+
+async fn bench(g: &Global, args: &BenchArgs) -> Result<()> {
+    let catalog = g.catalog()?;
+    let entry = catalog.require(&args.model)?;
+    let work = tempfile::tempdir()?;
+    let dir = match &args.artifact {
+        Some(d) => d.clone(),
+        None if g.artifact_dir(entry).join(MODEL_FILE).is_file() => g.artifact_dir(entry),
+        None => {
+            let pkl = work.path().join("synth.pkl");
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&pkl)?);
+            d2serve_d2onnx::synth::write_checkpoint(entry, 1, &mut w)?;
+            drop(w);
+            let out = work.path().join("artifact");
+            convert_checkpoint(entry, &catalog.classes(entry), &pkl, &out, &ConvertOptions::default())?;
+            std::fs::remove_file(&pkl)?;
+            eprintln!("bench: converted a full-size synthesized {} (random weights)", entry.key);
+            out
+        }
+    };
+    let registry = work.path().join("registry");
+    Registry::new(std::sync::Arc::new(d2serve_registry::store::LocalStore::new(&registry)))
+        .publish(&entry.key, &dir)
+        .await?;
+    let image = match &args.image {
+        Some(p) => read_image(p)?,
+        None => test_pattern(),
+    };
+    let session = SessionOptions {
+        intra_threads: args.threads.unwrap_or_else(d2serve_engine::runtime::available_cpus),
+        optimize: !args.no_optimize,
+        ..Default::default()
+    };
+    let r = d2serve_engine::bench::bench(&registry, &entry.key, work.path(), &image, args.runs, session).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("{} on {}x{} (resized {}x{}), {} threads, graph optimizations {}", r.key, r.image_hw[0], r.image_hw[1], r.resized_hw[0], r.resized_hw[1], r.threads, if r.optimize { "on" } else { "off" });
+        println!("  cold start: fetch {:.3} s, verify {:.3} s, session {:.3} s, first inference {:.3} s (total {:.3} s)", r.cold_fetch_s, r.cold_verify_s, r.cold_session_s, r.cold_first_inference_s, r.cold_total_s);
+        println!("  warm ({} runs): p50 {:.3} s, p95 {:.3} s, min {:.3} s; {} detections", r.warm_runs, r.warm_p50_s, r.warm_p95_s, r.warm_min_s, r.detections);
+        println!("  peak RSS {:.0} MB", r.peak_rss_mb);
     }
     Ok(())
 }

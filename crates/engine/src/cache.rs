@@ -133,20 +133,15 @@ impl ModelCache {
         })?;
         let dir = self.dir.join(key).join(&entry.artifact);
         let path = dir.join(MODEL_FILE);
-        let fetched = if path.is_file() {
-            false
-        } else {
+        if !path.is_file() {
             std::fs::create_dir_all(&dir).map_err(|e| LoadError::Io(format!("{}: {e}", dir.display())))?;
-            self.registry.fetch_current(key, &dir).await.map_err(|e| LoadError::Registry(e.to_string()))?;
-            true
-        };
+            self.registry.download_current(key, &dir).await.map_err(|e| LoadError::Registry(e.to_string()))?;
+        }
         timings.fetch_s = t.elapsed().as_secs_f64();
 
-        // A fetch already checked the hash; a file found in the cache is checked now.
+        // Whether just fetched or found in the cache, the bytes must be the manifest's.
         let t = Instant::now();
-        if !fetched {
-            verify(&path, &manifest, key).await?;
-        }
+        verify(&path, &manifest, key).await?;
         timings.verify_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();

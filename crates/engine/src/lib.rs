@@ -2,6 +2,7 @@
 //! Detectron2-exact preprocessing (decode, Pillow-exact resize) and
 //! postprocessing (box rescale, mask paste), the model cache, and Supervisely output.
 
+pub mod bench;
 pub mod cache;
 pub mod decode;
 pub mod overlay;

@@ -90,6 +90,17 @@ impl LoadedModel {
         }
     }
 
+    /// Load a converted folder (`model.onnx` + `manifest.json`) directly.
+    pub fn open(dir: &std::path::Path, opts: &crate::runtime::SessionOptions) -> Result<Self, RuntimeError> {
+        let manifest = Manifest::read(&dir.join(d2serve_registry::manifest::MANIFEST_FILE)).map_err(|e| RuntimeError::Model {
+            path: dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let model = Model::load(&dir.join(d2serve_registry::manifest::MODEL_FILE), opts)?;
+        let bytes = manifest.artifact.size;
+        Ok(Self::new(manifest, model, bytes))
+    }
+
     pub fn class_names(&self) -> impl Iterator<Item = &str> {
         self.manifest.classes.iter().map(|c| c.name.as_str())
     }

@@ -126,6 +126,60 @@ pub fn model_meta(classes: &[ClassInfo]) -> Value {
     })
 }
 
+/// Decode a Supervisely bitmap object back into a mask (any PNG the SDK
+/// accepts: alpha > 0 when the PNG has transparency, else nonzero pixels).
+pub fn decode_bitmap(obj: &Value) -> Option<RegionMask> {
+    use std::io::Read;
+    let data = obj.pointer("/bitmap/data")?.as_str()?;
+    let origin = obj.pointer("/bitmap/origin")?.as_array()?;
+    let z = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
+    let mut png = Vec::new();
+    flate2::read::ZlibDecoder::new(&z[..]).read_to_end(&mut png).ok()?;
+    let img = image::load_from_memory_with_format(&png, image::ImageFormat::Png).ok()?.to_rgba8();
+    let bits = img.pixels().map(|p| p.0[3] > 0 && (p.0[0] > 0 || p.0[1] > 0 || p.0[2] > 0 || p.0[3] < 255)).collect();
+    Some(RegionMask {
+        x0: origin.first()?.as_u64()? as usize,
+        y0: origin.get(1)?.as_u64()? as usize,
+        width: img.width() as usize,
+        height: img.height() as usize,
+        bits,
+    })
+}
+
+/// Draw a Supervisely annotation over an RGB image (`zoo draw`, the README demo).
+pub fn draw_annotation(rgb: &mut [u8], height: usize, width: usize, ann: &Value, classes: &[ClassInfo]) -> usize {
+    let objects = ann.get("objects").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut decoded = Vec::new();
+    for o in &objects {
+        let Some(mask) = decode_bitmap(o) else { continue };
+        let title = o.get("classTitle").and_then(Value::as_str).unwrap_or("?").to_string();
+        let score = o
+            .get("tags")
+            .and_then(Value::as_array)
+            .and_then(|t| t.iter().find(|t| t["name"] == CONFIDENCE_TAG))
+            .and_then(|t| t["value"].as_f64())
+            .unwrap_or(0.0) as f32;
+        let color = classes.iter().find(|c| c.name == title).map_or([255, 0, 0], |c| c.color);
+        decoded.push((title, score, color, mask));
+    }
+    let drawn: Vec<crate::overlay::Drawn<'_>> = decoded
+        .iter()
+        .map(|(title, score, color, m)| crate::overlay::Drawn {
+            label: title,
+            score: *score,
+            color: *color,
+            bbox: [m.x0 as f32, m.y0 as f32, (m.x0 + m.width) as f32, (m.y0 + m.height) as f32],
+            mask_x0: m.x0,
+            mask_y0: m.y0,
+            mask_w: m.width,
+            mask_h: m.height,
+            mask_bits: &m.bits,
+        })
+        .collect();
+    crate::overlay::draw(rgb, height, width, &drawn);
+    drawn.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +207,13 @@ mod tests {
             bitmap(&rect),
             json!({"origin": [3, 2], "data": "eJzrDPBz5+WS4mJgYOD19HAJAtKcQMzEyAwkN8xImQCk2AJ8QlyB9P///5fenH8XyGIsCfILZnB4diMNyOHzdHEMqZiT/OP+gQ/7GRk465n+1zrnTQfKMHi6+rmsc0poAgDr8R1V"})
         );
+    }
+
+    #[test]
+    fn bitmaps_decode_back_to_the_mask() {
+        let rect = full_to_tight(6, 20, |r, c| (2..4).contains(&r) && (3..12).contains(&c));
+        let obj = object("person", 0.9, &rect);
+        assert_eq!(decode_bitmap(&obj).unwrap(), rect);
     }
 
     #[test]

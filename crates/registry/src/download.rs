@@ -51,11 +51,12 @@ pub enum PullError {
         status: u16,
         hint: &'static str,
     },
-    #[error("download of {url} failed after {attempts} attempts: {last}; the partial file was kept, run the pull again to resume")]
+    #[error("download of {url} failed after {attempts} attempts: {last}; {}", if *.partial { "the partial file was kept, run the pull again to resume" } else { "check the network or the mirror (--mirror / ZOO_MIRROR) and run the pull again" })]
     GaveUp {
         url: String,
         attempts: u32,
         last: String,
+        partial: bool,
     },
     #[error("md5 of {file} starts with {actual}, the zoo name says {expected}: the download is corrupt; it was removed, run the pull again")]
     Md5Mismatch {
@@ -405,6 +406,7 @@ pub async fn pull(
                         url,
                         attempts: tries + 1,
                         last: reason,
+                        partial: part.exists(),
                     });
                 }
                 let base = opts.backoff.as_millis() as u64;

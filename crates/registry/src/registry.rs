@@ -308,12 +308,12 @@ impl Registry {
         Ok((entry, manifest))
     }
 
-    /// Download the current artifact of `key` into `dest_dir` and check its sha256.
-    pub async fn fetch_current(&self, key: &str, dest_dir: &Path) -> Result<Manifest, RegistryError> {
+    /// Download the current artifact of `key` into `dest_dir` without hashing it
+    /// (the caller verifies, e.g. to time that stage); returns its index entry and manifest.
+    pub async fn download_current(&self, key: &str, dest_dir: &Path) -> Result<(IndexEntry, Manifest), RegistryError> {
         let (entry, manifest) = self.current(key).await?;
         let model_key = format!("{}{MODEL_FILE}", artifact_prefix(key, &entry.artifact));
-        let dest = dest_dir.join(MODEL_FILE);
-        if !self.store.download(&model_key, &dest).await? {
+        if !self.store.download(&model_key, &dest_dir.join(MODEL_FILE)).await? {
             return Err(RegistryError::BrokenArtifact {
                 location: self.location(),
                 key: key.to_string(),
@@ -321,6 +321,17 @@ impl Registry {
                 what: "missing its model.onnx".into(),
             });
         }
+        std::fs::write(dest_dir.join(MANIFEST_FILE), manifest.to_json()).map_err(|source| RegistryError::Io {
+            path: dest_dir.display().to_string(),
+            source,
+        })?;
+        Ok((entry, manifest))
+    }
+
+    /// Download the current artifact of `key` into `dest_dir` and check its sha256.
+    pub async fn fetch_current(&self, key: &str, dest_dir: &Path) -> Result<Manifest, RegistryError> {
+        let (entry, manifest) = self.download_current(key, dest_dir).await?;
+        let dest = dest_dir.join(MODEL_FILE);
         let sha = sha256_file(&dest).map_err(|source| RegistryError::Io {
             path: dest.display().to_string(),
             source,
@@ -334,12 +345,6 @@ impl Registry {
                 what: format!("corrupt: its model.onnx hashes to {sha}"),
             });
         }
-        std::fs::write(dest_dir.join(MANIFEST_FILE), manifest.to_json()).map_err(|source| {
-            RegistryError::Io {
-                path: dest_dir.display().to_string(),
-                source,
-            }
-        })?;
         Ok(manifest)
     }
 
