@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
 export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

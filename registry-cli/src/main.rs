@@ -25,6 +25,7 @@ Examples:
   zoo show r50-fpn-3x --json                 everything the catalog knows about one model
   zoo pull COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x
   zoo pull --all --mirror https://mirror.example.com/detectron2
+  zoo pull r50-fpn-3x --convert               download, verify, then convert
   zoo verify                                 re-hash the cache against models.lock
   zoo convert r50-fpn-3x                     the cached checkpoint -> artifacts/<key>/model.onnx
   zoo publish r50-fpn-3x --to s3://my-bucket/registry
@@ -174,6 +175,9 @@ struct PullArgs {
     /// Replaces https://dl.fbaipublicfiles.com/detectron2 at the start of every URL.
     #[arg(long, env = "ZOO_MIRROR", value_name = "BASE")]
     mirror: Option<String>,
+    /// Convert each pulled checkpoint into ARTIFACTS/KEY afterwards (like `zoo convert KEY`).
+    #[arg(long)]
+    convert: bool,
     /// Downloads running at once with --all.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
     jobs: u32,
@@ -544,6 +548,22 @@ async fn pull(g: &Global, args: &PullArgs) -> Result<()> {
     }
     if failures > 0 {
         bail!("{failures} of {} downloads failed", report.len());
+    }
+    if args.convert {
+        for e in &entries {
+            convert(
+                g,
+                &ConvertArgs {
+                    source: e.key.clone(),
+                    as_key: None,
+                    out: None,
+                    min_size: None,
+                    max_size: None,
+                    debug_outputs: false,
+                    json: args.json,
+                },
+            )?;
+        }
     }
     Ok(())
 }

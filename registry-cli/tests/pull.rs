@@ -209,3 +209,21 @@ fn pull_all_downloads_every_entry_in_parallel() {
         assert_eq!(row["cached"], true);
     }
 }
+
+#[test]
+fn pull_convert_chains_download_and_conversion() {
+    let env = Env::new();
+    let artifacts = env._tmp.path().join("artifacts");
+    let base = env.server.base();
+    let cache = env.cache.display().to_string();
+    let a = artifacts.display().to_string();
+    let out = zoo(
+        &["pull", KEY, "--convert"],
+        &[("ZOO_CATALOG", &env.catalog), ("ZOO_CACHE", &cache), ("ZOO_MIRROR", &base), ("ZOO_ARTIFACTS", &a)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(artifacts.join(KEY).join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["key"], KEY);
+    assert_eq!(manifest["source"]["sha256"], sha256(&env.bytes));
+    assert!(artifacts.join(KEY).join("model.onnx").is_file());
+}

@@ -84,7 +84,7 @@ mod tests {
         assert_eq!(rle_string(&[4, 1, 4]), "414");
         // A mask starting with a set pixel begins with a zero-length run.
         let m = RegionMask { x0: 0, y0: 0, width: 2, height: 1, bits: vec![true, true] };
-        assert_eq!(runs(&m, 2, 2), vec![0, 1, 1, 1]);
+        assert_eq!(runs(&m, 2, 2), vec![0, 1, 1, 1, 1]);
         // Larger values use continuation characters; deltas from i > 2.
         assert_eq!(rle_string(&[100, 5, 200, 7]), "T35X62");
     }
