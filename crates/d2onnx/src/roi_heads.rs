@@ -3,7 +3,7 @@
 //! class-specific decoding, score threshold, NMS per class, top detections), and
 //! the mask head on the final boxes.
 
-use d2serve_registry::catalog::{BoxHeadSpec, MaskHeadSpec, Norm, RoiHeadsSpec};
+use d2serve_registry::catalog::{BoxHeadSpec, MaskHeadSpec, RoiHeadsSpec};
 
 use crate::ConvertError;
 use crate::boxes::{ImageSize, decode};
@@ -271,14 +271,4 @@ pub fn mask_head<'a>(
     let bias = g.op("Reshape", &format!("{prefix}.class_bias_3d"), &[&bias, &bshape], vec![]);
     let logits = g.op("Add", &format!("{prefix}.logits"), &[&logits, &bias], vec![]);
     Ok(g.op("Sigmoid", &format!("{prefix}.probs"), &[&logits], vec![]))
-}
-
-/// The norm of a head (for the error message when a checkpoint lacks it).
-pub fn describe_norm(n: Norm) -> &'static str {
-    match n {
-        Norm::None => "none",
-        Norm::FrozenBN => "FrozenBN",
-        Norm::BN => "BN",
-        Norm::GN => "GN",
-    }
 }

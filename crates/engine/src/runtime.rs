@@ -185,12 +185,7 @@ impl Model {
         if let Some(p) = &opts.optimized_model_path {
             b = b.with_optimized_model_path(p).map_err(|e| err(&e))?;
         }
-        if opts.device != Device::Cpu {
-            b = crate::runtime::with_cuda(b, opts.device).map_err(|e| match e {
-                RuntimeError::Cuda(_) => e,
-                other => other,
-            })?;
-        }
+        b = with_cuda(b, opts.device)?;
         let session = b.commit_from_file(path).map_err(|e| err(&e))?;
         let has_debug = session.outputs().iter().any(|o| o.name() == "proposals");
         Ok(Self { session, has_debug })
@@ -251,11 +246,13 @@ impl Model {
     }
 }
 
-/// Register the CUDA execution provider (`auto`: fall back to CPU with a log line).
+/// The CUDA execution provider is not wired into this build: `cuda` is refused
+/// with a clear message and `auto` stays on CPU (the caller logs that).
 fn with_cuda(b: ort::session::builder::SessionBuilder, device: Device) -> Result<ort::session::builder::SessionBuilder, RuntimeError> {
-    let _ = device;
-    Err(RuntimeError::Cuda(
-        "this build has no CUDA execution provider; build with `--features cuda` and the onnxruntime-gpu library".into(),
-    ))
-    .or_else(|e| if device == Device::Auto { Ok(b) } else { Err(e) })
+    match device {
+        Device::Auto | Device::Cpu => Ok(b),
+        Device::Cuda => Err(RuntimeError::Cuda(
+            "this build has no CUDA execution provider yet; use --device cpu (or auto)".into(),
+        )),
+    }
 }

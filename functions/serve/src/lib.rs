@@ -115,9 +115,6 @@ async fn observe(State(st): S, req: Request, next: Next) -> Response {
     let route = req.uri().path().to_string();
     let method = req.method().clone();
     let t = Instant::now();
-    let span = tracing::info_span!("request", request_id = id, %method, route = %route);
-    let _enter = span.enter();
-    drop(_enter);
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
     let metric_route = if route.starts_with("/v1/models/") { "/v1/models/{key}/predict" } else { route.as_str() };

@@ -148,16 +148,13 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// `auto` becomes CUDA only when this build has the CUDA provider; it logs the choice.
+/// `auto` runs on CPU until the CUDA provider is wired in; it logs the choice.
 fn resolve_device(requested: Device) -> Device {
-    match requested {
-        Device::Auto if cfg!(feature = "cuda") => Device::Auto,
-        Device::Auto => {
-            tracing::info!("device auto: this build has no CUDA provider, using CPU");
-            Device::Cpu
-        }
-        d => d,
+    if requested == Device::Auto {
+        tracing::info!("device auto: no CUDA execution provider in this build, using CPU");
+        return Device::Cpu;
     }
+    requested
 }
 
 async fn shutdown() {
