@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
 export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1
-cargo test --workspace --locked --no-fail-fast
+# --nocapture: the parity tests print their measured worst cases.
+cargo test --workspace --locked --no-fail-fast -- --nocapture
