@@ -1,0 +1,83 @@
+//! One image in, one Supervisely annotation out. Behind a trait so the job
+//! logic is tested without ONNX Runtime.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use d2serve_engine::cache::{LoadError, ModelCache};
+use d2serve_engine::supervisely;
+use d2serve_engine::{LoadedModel, Prediction, Settings};
+use d2serve_registry::Catalog;
+use serde_json::Value;
+
+use crate::error::BatchError;
+use crate::event::SettingsSpec;
+
+/// serve's default `conf_thres` (Supervisely's custom inference settings).
+pub const DEFAULT_CONF_THRES: f64 = 0.45;
+
+#[async_trait]
+pub trait Annotator: Send + Sync {
+    /// The Supervisely annotation of one encoded image, or why there is none.
+    async fn annotate(&self, image: Bytes) -> Result<Value, String>;
+}
+
+/// The engine: decode (pixel limit, EXIF), predict, Supervisely JSON.
+pub struct EngineAnnotator {
+    model: Arc<LoadedModel>,
+    settings: Settings,
+    max_pixels: u64,
+}
+
+impl EngineAnnotator {
+    /// Resolve `model` in the catalog, load it through the cache, check the settings against its classes.
+    pub async fn load(cache: &ModelCache, catalog: &Catalog, model: &str, spec: &SettingsSpec, max_pixels: u64) -> Result<Self, BatchError> {
+        let entry = catalog.require(model).map_err(|e| BatchError::UnknownModel(e.to_string()))?;
+        let loaded = cache.get(&entry.key).await.map_err(|e| match e {
+            LoadError::NotPublished(k) => BatchError::UnknownModel(format!(
+                "model `{k}` is not published in the registry ({}): publish it with `zoo publish {k} --to …`",
+                cache.registry().location()
+            )),
+            other => BatchError::ModelLoad(other.to_string()),
+        })?;
+        if let Some(names) = &spec.classes {
+            for n in names {
+                if !loaded.class_names().any(|c| c == n) {
+                    return Err(BatchError::BadSettings(format!("unknown class `{n}` in settings.classes for model `{}`", entry.key)));
+                }
+            }
+        }
+        let settings = Settings { conf_thres: spec.conf_thres.unwrap_or(DEFAULT_CONF_THRES), classes: spec.classes.clone(), roi: None };
+        Ok(Self { model: loaded, settings, max_pixels })
+    }
+
+    pub fn model_key(&self) -> &str {
+        &self.model.manifest.key
+    }
+}
+
+/// The annotation exactly as serve answers it.
+pub fn annotation_json(model: &LoadedModel, p: &Prediction) -> Value {
+    let objects = p
+        .instances
+        .iter()
+        .map(|i| supervisely::object(&model.manifest.classes[i.class_id].name, i.score, &i.mask))
+        .collect();
+    supervisely::annotation(p.height, p.width, objects)
+}
+
+#[async_trait]
+impl Annotator for EngineAnnotator {
+    async fn annotate(&self, image: Bytes) -> Result<Value, String> {
+        let (model, settings, max_pixels) = (self.model.clone(), self.settings.clone(), self.max_pixels);
+        // Decoding and inference are CPU-bound: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let img = d2serve_engine::decode(&image, max_pixels).map_err(|e| e.to_string())?;
+            let p = model.predict(&img, &settings).map_err(|e| e.to_string())?;
+            Ok(annotation_json(&model, &p))
+        })
+        .await
+        .map_err(|e| format!("inference crashed: {e}"))?
+    }
+}
