@@ -118,7 +118,8 @@ impl Progress for Bar {
 #[tokio::main]
 async fn main() -> ExitCode {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    let default_level = if in_lambda { "info" } else { "warn" };
+    // aws_config warns about every credential/region source it tries (IMDS off AWS): noise on a CLI.
+    let default_level = if in_lambda { "info" } else { "warn,aws_config=error" };
     tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
@@ -142,6 +143,10 @@ async fn run(in_lambda: bool) -> Result<ExitCode> {
         println!("{}", serde_json::json!({"onnxruntime": path}));
         return Ok(ExitCode::SUCCESS);
     }
+    // CLI: parse the job first, so mistakes are reported before anything slow, and
+    // build an S3 client only when a location needs one.
+    let req = if in_lambda { None } else { Some(cli_request(&args)?) };
+    let needs_s3 = req.as_ref().is_none_or(|r| r.input.is_s3() || r.output.is_s3());
     let catalog = Catalog::embedded()?;
     let default_model = catalog.require(&args.model)?.key.clone();
     let s3cfg = S3Config { endpoint: args.s3_endpoint.clone(), region: args.s3_region.clone(), force_path_style: args.s3_path_style };
@@ -158,7 +163,7 @@ async fn run(in_lambda: bool) -> Result<ExitCode> {
     let runner = Runner {
         catalog,
         cache,
-        s3: Some(s3_client(&s3cfg).await),
+        s3: if needs_s3 { Some(s3_client(&s3cfg).await) } else { None },
         default_model,
         concurrency: args.concurrency,
         max_pixels: args.max_pixels,
@@ -175,7 +180,7 @@ async fn run(in_lambda: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let req = cli_request(&args)?;
+    let req = req.expect("parsed above outside Lambda");
     let deadline = match args.time_budget {
         Some(b) => Deadline::after(b, args.safety_margin.min(b / 4)),
         None => Deadline::none(),

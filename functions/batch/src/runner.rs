@@ -34,6 +34,12 @@ impl Runner {
     /// Run one job until done, `deadline`, or `max_images`.
     pub async fn run(&self, req: &JobRequest, deadline: Deadline, progress: &dyn Progress) -> Result<Summary, BatchError> {
         let model = req.model.as_deref().unwrap_or(&self.default_model);
+        // A missing output folder is created; a missing input folder is a mistake, not an empty job.
+        if let Location::Local(p) = &req.input
+            && !p.is_dir()
+        {
+            return Err(BatchError::BadLocation(format!("the input folder {} does not exist", p.display())));
+        }
         let input = storage::open(&req.input, self.s3.as_ref())?;
         let output = storage::open(&req.output, self.s3.as_ref())?;
         let annotator = EngineAnnotator::load(&self.cache, &self.catalog, model, &req.settings, self.max_pixels).await?;
