@@ -1,0 +1,7 @@
+#!/bin/sh
+# The Lambda custom runtime's bootstrap: provided.al2023 runs it with _HANDLER
+# set to the image command (ImageConfig.Command in infra/template.yaml).
+case "${_HANDLER:-serve}" in
+  serve | batch) exec "/var/task/${_HANDLER:-serve}" ;;
+  *) echo "bootstrap: unknown handler '${_HANDLER}': set the image command to serve or batch" >&2; exit 1 ;;
+esac
