@@ -96,12 +96,16 @@ async fn user_mistakes_exit_1_with_a_message_that_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let none: &[(String, String)] = &[];
     let reg = format!("file://{}", tmp.path().join("empty-registry").display());
+    let inp = tmp.path().join("in");
+    std::fs::create_dir(&inp).unwrap();
+    let i = inp.to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["--input", "in/"], "give --input"),
+        (&["--input", i], "give --input"),
         (&["--input", "s3:/photos", "--output", "o/", "--registry", &reg], "neither s3://"),
-        (&["--input", "i/", "--output", "o/", "--model", "r51-fpn", "--registry", &reg], "r51-fpn"),
-        (&["--input", "i/", "--output", "o/", "--settings", "{conf", "--registry", &reg], "--settings is not JSON"),
-        (&["--input", "i/", "--output", "o/", "--registry", &reg], "not published"),
+        (&["--input", i, "--output", "o/", "--model", "r51-fpn", "--registry", &reg], "r51-fpn"),
+        (&["--input", i, "--output", "o/", "--settings", "{conf", "--registry", &reg], "--settings is not JSON"),
+        (&["--input", "/nonexistent/photos", "--output", "o/", "--registry", &reg], "input folder /nonexistent/photos does not exist"),
+        (&["--input", i, "--output", "o/", "--registry", &reg], "not published"),
     ];
     for (args, want) in cases {
         let mut a: Vec<&str> = args.to_vec();
