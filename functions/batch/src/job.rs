@@ -238,7 +238,6 @@ pub async fn run(
     while let Some(r) = in_flight.next().await {
         record(r, &mut slowest);
     }
-    drop(record);
 
     let remaining = images.len() - consumed;
     let continuation = if remaining > 0 { last_handled.map(str::to_string).or(continuation.map(str::to_string)) } else { None };

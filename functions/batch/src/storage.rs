@@ -189,10 +189,7 @@ pub async fn s3_client(cfg: &S3Config) -> Client {
     Client::from_conf(conf.force_path_style(cfg.force_path_style).build())
 }
 
-fn http_status<E, R: std::fmt::Debug>(e: &SdkError<E, R>) -> Option<u16>
-where
-    R: HasStatus,
-{
+fn http_status<E, R: HasStatus + std::fmt::Debug>(e: &SdkError<E, R>) -> Option<u16> {
     e.raw_response().map(HasStatus::status_code)
 }
 
