@@ -197,7 +197,17 @@ struct PullArgs {
 #[derive(Args, Debug)]
 struct ConvertArgs {
     /// A catalog key or alias (its cached checkpoint), or a .pkl file with --as.
-    source: String,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    source: Option<String>,
+    /// Convert every catalog entry into ARTIFACTS/KEY (or --out DIR/KEY), with a
+    /// table of time, peak memory and artifact size per model.
+    #[arg(long, conflicts_with = "as_key")]
+    all: bool,
+    /// Convert a full-size synthesized checkpoint (real names and shapes, random
+    /// weights; see `zoo synth`) instead of the downloaded one: for benchmarks
+    /// and offline checks.
+    #[arg(long, conflicts_with = "as_key")]
+    synth: bool,
     /// The catalog entry a .pkl file is a checkpoint of.
     #[arg(long = "as", value_name = "KEY")]
     as_key: Option<String>,
@@ -554,7 +564,9 @@ async fn pull(g: &Global, args: &PullArgs) -> Result<()> {
             convert(
                 g,
                 &ConvertArgs {
-                    source: e.key.clone(),
+                    source: Some(e.key.clone()),
+                    all: false,
+                    synth: false,
                     as_key: None,
                     out: None,
                     min_size: None,
@@ -752,22 +764,113 @@ fn synth(g: &Global, name: &str, out: &Path, seed: u64) -> Result<()> {
     Ok(())
 }
 
-fn convert(g: &Global, args: &ConvertArgs) -> Result<()> {
+/// Write a full-size synthesized checkpoint of `entry` into `dir` (removed on drop).
+fn synth_temp(entry: &ModelEntry, dir: &Path) -> Result<tempfile::TempPath> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".synth.").suffix(".pkl").tempfile_in(dir)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    d2serve_d2onnx::synth::write_checkpoint(entry, 1, &mut w)?;
+    Ok(w.into_inner().map_err(|e| e.into_error())?.into_temp_path())
+}
+
+/// Start a fresh peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn convert_all(g: &Global, args: &ConvertArgs) -> Result<()> {
     let catalog = g.catalog()?;
-    let is_file = args.source.ends_with(".pkl") || Path::new(&args.source).is_file();
+    let root = args.out.clone().unwrap_or_else(|| g.artifacts.clone());
+    let cache = g.cache_dir()?;
+    let per_model_peak = reset_peak_rss();
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    let started = std::time::Instant::now();
+    for entry in &catalog.models {
+        let out = root.join(&entry.key);
+        let synth;
+        let pkl = if args.synth {
+            synth = synth_temp(entry, &root)?;
+            synth.to_path_buf()
+        } else {
+            let path = download::cached_path(&cache, entry);
+            if !path.is_file() {
+                eprintln!("zoo: {}: not downloaded ({} is missing): `zoo pull {}`, or use --synth", entry.key, path.display(), entry.key);
+                failures.push(entry.key.clone());
+                continue;
+            }
+            path
+        };
+        let checkpoint_bytes = std::fs::metadata(&pkl)?.len();
+        reset_peak_rss();
+        let t = std::time::Instant::now();
+        let opts = ConvertOptions { min_size: args.min_size, max_size: args.max_size, debug_outputs: args.debug_outputs };
+        match convert_checkpoint(entry, &catalog.classes(entry), &pkl, &out, &opts) {
+            Ok(m) => {
+                let secs = t.elapsed().as_secs_f64();
+                let peak = d2serve_engine::bench::peak_rss_mb();
+                if !args.json {
+                    println!(
+                        "{:<62} {:>7.2} s {:>7.0} MB peak {:>10} B artifact ({:.2}x checkpoint)",
+                        entry.key,
+                        secs,
+                        peak,
+                        m.artifact.size,
+                        m.artifact.size as f64 / checkpoint_bytes as f64
+                    );
+                }
+                rows.push(json!({"key": entry.key, "seconds": secs, "peak_rss_mb": peak, "artifact_bytes": m.artifact.size, "checkpoint_bytes": checkpoint_bytes, "out": out}));
+            }
+            Err(e) => {
+                eprintln!("zoo: {}: {e}", entry.key);
+                failures.push(entry.key.clone());
+            }
+        }
+    }
+    let convert_total: f64 = rows.iter().filter_map(|r| r["seconds"].as_f64()).sum();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"models": rows, "convert_seconds_total": convert_total, "wall_seconds": started.elapsed().as_secs_f64(), "per_model_peak_rss": per_model_peak, "failed": failures}))?);
+    } else {
+        println!(
+            "{} converted in {convert_total:.1} s of conversion ({:.1} s wall{}){}",
+            rows.len(),
+            started.elapsed().as_secs_f64(),
+            if args.synth { ", including writing the synthesized checkpoints" } else { "" },
+            if per_model_peak { "" } else { "; peak memory is the process's running maximum (VmHWM could not be reset)" }
+        );
+    }
+    if !failures.is_empty() {
+        bail!("{} of {} models failed: {}", failures.len(), catalog.models.len(), failures.join(", "));
+    }
+    Ok(())
+}
+
+fn convert(g: &Global, args: &ConvertArgs) -> Result<()> {
+    if args.all {
+        return convert_all(g, args);
+    }
+    let catalog = g.catalog()?;
+    let source = args.source.as_deref().expect("clap requires SOURCE without --all");
+    let is_file = source.ends_with(".pkl") || Path::new(source).is_file();
+    let synth;
     let (entry, pkl) = match (&args.as_key, is_file) {
-        (Some(key), true) => (catalog.require(key)?, PathBuf::from(&args.source)),
+        (Some(key), true) => (catalog.require(key)?, PathBuf::from(source)),
         (None, true) => bail!(
-            "which model is {}? add --as KEY (a key or alias from `zoo list`)",
-            args.source
+            "which model is {source}? add --as KEY (a key or alias from `zoo list`)"
         ),
-        (Some(_), false) => bail!("{} is not a file; --as names the model of a .pkl file", args.source),
+        (Some(_), false) => bail!("{source} is not a file; --as names the model of a .pkl file"),
+        (None, false) if args.synth => {
+            let entry = catalog.require(source)?;
+            let dir = args.out.clone().unwrap_or_else(|| g.artifact_dir(entry));
+            synth = synth_temp(entry, dir.parent().unwrap_or(Path::new(".")))?;
+            (entry, synth.to_path_buf())
+        }
         (None, false) => {
-            let entry = catalog.require(&args.source)?;
+            let entry = catalog.require(source)?;
             let path = download::cached_path(&g.cache_dir()?, entry);
             if !path.is_file() {
                 bail!(
-                    "{} is not downloaded yet ({} is missing): run `zoo pull {}` first, or pass a .pkl with --as",
+                    "{} is not downloaded yet ({} is missing): run `zoo pull {}` first, pass a .pkl with --as, or --synth for random weights",
                     entry.key,
                     path.display(),
                     entry.key

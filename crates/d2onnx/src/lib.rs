@@ -3,11 +3,13 @@
 //! probabilities out; standard ONNX ops only).
 //!
 //! One module per architecture piece, each adding nodes to a shared
-//! [`builder::GraphBuilder`]: `preprocess`, `resnet`, `fpn`, `rpn`, `roi_heads`;
+//! [`builder::GraphBuilder`]: `preprocess`, `resnet` / `regnet`, `fpn`, `rpn`,
+//! `roi_heads` / `res5_head` (C4) / `cascade`;
 //! [`model`] assembles them per catalog entry.
 
 pub mod boxes;
 pub mod builder;
+pub mod cascade;
 pub mod convert;
 pub mod fpn;
 pub mod layers;
@@ -15,6 +17,8 @@ pub mod model;
 pub mod onnx;
 pub mod pickle;
 pub mod preprocess;
+pub mod regnet;
+pub mod res5_head;
 pub mod resnet;
 pub mod roi_heads;
 pub mod rpn;

@@ -8,8 +8,11 @@ use crate::builder::{GraphBuilder, Weights};
 use crate::onnx::{Attr, Dim, ElemType, Model, ValueInfo};
 use crate::pickle::Checkpoint;
 use crate::preprocess::{INPUT, preprocess};
+use crate::cascade::cascade_roi_heads;
+use crate::regnet::regnet;
+use crate::res5_head::res5_roi_heads;
 use crate::resnet::resnet;
-use crate::roi_heads::{box_head, box_predictor, class_scores, fast_rcnn_inference, mask_head, pool, predict_boxes};
+use crate::roi_heads::{RoiOutputs, standard_roi_heads};
 use crate::{fpn, rpn};
 
 /// ONNX opset of every converted graph: 21 has RoiAlign with `half_pixel` (16+),
@@ -43,44 +46,44 @@ pub fn build<'a>(entry: &ModelEntry, ckpt: Checkpoint<'a>, opts: &GraphOptions) 
     let mut w = Weights::new(ckpt);
     let mut g = GraphBuilder::new();
     let input = preprocess(&mut g, &entry.input);
-    let num_classes = entry.num_classes as usize;
 
-    let (rpn_features, roi_features) = match (&entry.backbone, &entry.neck) {
-        (Backbone::Resnet { .. }, Neck::Fpn { norm, fuse_type, top_block, .. }) => {
-            let stages = resnet(&mut g, &mut w, "backbone.bottom_up", &entry.backbone, &input.tensor, 5)?;
-            let pyramid = fpn::fpn(&mut g, &mut w, &stages, *norm, fuse_type, top_block)?;
+    // Backbone + neck: the features the RPN sees and the ones ROI heads pool from.
+    let (rpn_features, roi_features) = match &entry.neck {
+        Neck::Fpn { norm, fuse_type, top_block, .. } => {
+            let bottom_up = match &entry.backbone {
+                Backbone::Resnet { .. } => resnet(&mut g, &mut w, "backbone.bottom_up", &entry.backbone, &input.tensor, 5)?,
+                Backbone::Regnet { .. } => regnet(&mut g, &mut w, "backbone.bottom_up", &entry.backbone, &input.tensor)?,
+            };
+            let pyramid = fpn::fpn(&mut g, &mut w, &bottom_up, *norm, fuse_type, top_block)?;
             let roi = pyramid[..4].to_vec();
             (pyramid, roi)
         }
-        (Backbone::Regnet { .. }, _) => {
-            return Err(ConvertError::Unsupported("RegNet backbones are not supported by this converter version yet".into()));
-        }
-        (_, Neck::C4 | Neck::Dc5) => {
-            return Err(ConvertError::Unsupported("C4 and DC5 models are not supported by this converter version yet".into()));
+        Neck::C4 | Neck::Dc5 => {
+            if !matches!(entry.backbone, Backbone::Resnet { .. }) {
+                return Err(ConvertError::Unsupported("C4/DC5 heads on a RegNet backbone".into()));
+            }
+            // C4: the backbone stops at res4 (res5 is the box head); DC5: res5 dilated.
+            let last = if entry.neck == Neck::C4 { 4 } else { 5 };
+            let stages = resnet(&mut g, &mut w, "backbone", &entry.backbone, &input.tensor, last)?;
+            let top = vec![stages.last().expect("stages").clone()];
+            (top.clone(), top)
         }
     };
-    if entry.roi_heads.kind != RoiHeadsKind::Standard {
+    if (entry.neck == Neck::C4) != (entry.roi_heads.kind == RoiHeadsKind::Res5) {
         return Err(ConvertError::Unsupported(format!(
-            "{:?} ROI heads are not supported by this converter version yet",
-            entry.roi_heads.kind
+            "{:?} ROI heads with a {:?} neck (the zoo pairs res5 heads with C4, and only them)",
+            entry.roi_heads.kind, entry.neck
         )));
     }
 
     let proposals = rpn::rpn(&mut g, &mut w, &entry.rpn, &rpn_features, &input.size)?;
-
-    let bh = &entry.box_head;
-    let channels = roi_features[0].channels;
-    let pooled = pool(&mut g, "box_pooler", &roi_features, &proposals.boxes, bh.pooler_resolution, bh.pooler_sampling_ratio);
-    let (feat, width) = box_head(&mut g, &mut w, "roi_heads.box_head", bh, &pooled, channels)?;
-    let agnostic = entry.roi_heads.cls_agnostic_bbox_reg;
-    let (logits, deltas) = box_predictor(&mut g, &mut w, "roi_heads.box_predictor", &feat, width, num_classes, agnostic)?;
-    let scores = class_scores(&mut g, "det.class_scores", &logits, num_classes);
-    let boxes = predict_boxes(&mut g, "det.pred_boxes", &proposals.boxes, &deltas, entry.roi_heads.bbox_reg_weights[0], &input.size);
-    let det = fast_rcnn_inference(&mut g, &scores, &boxes, num_classes, &entry.roi_heads);
-
+    let heads = match entry.roi_heads.kind {
+        RoiHeadsKind::Standard => standard_roi_heads(&mut g, &mut w, entry, &roi_features, &proposals.boxes, &input.size)?,
+        RoiHeadsKind::Res5 => res5_roi_heads(&mut g, &mut w, entry, &roi_features[0], &proposals.boxes, &input.size)?,
+        RoiHeadsKind::Cascade => cascade_roi_heads(&mut g, &mut w, entry, &roi_features, &proposals.boxes, &input.size)?,
+    };
+    let RoiOutputs { det, mask_probs: probs } = heads;
     let mh = &entry.mask_head;
-    let mask_pooled = pool(&mut g, "mask_pooler", &roi_features, &det.boxes, mh.pooler_resolution, mh.pooler_sampling_ratio);
-    let probs = mask_head(&mut g, &mut w, mh, &mask_pooled, channels, &det.classes, num_classes)?;
 
     let unused = w.unused();
     if !unused.is_empty() {

@@ -3,6 +3,7 @@
 //! class-specific decoding, score threshold, NMS per class, top detections), and
 //! the mask head on the final boxes.
 
+use d2serve_registry::ModelEntry;
 use d2serve_registry::catalog::{BoxHeadSpec, MaskHeadSpec, RoiHeadsSpec};
 
 use crate::ConvertError;
@@ -271,4 +272,48 @@ pub fn mask_head<'a>(
     let bias = g.op("Reshape", &format!("{prefix}.class_bias_3d"), &[&bias, &bshape], vec![]);
     let logits = g.op("Add", &format!("{prefix}.logits"), &[&logits, &bias], vec![]);
     Ok(g.op("Sigmoid", &format!("{prefix}.probs"), &[&logits], vec![]))
+}
+
+/// What every ROI-heads variant produces: the final detections and their masks.
+pub struct RoiOutputs {
+    pub det: Detections,
+    /// `[D, M, M]` mask probabilities of the predicted classes.
+    pub mask_probs: String,
+}
+
+/// `StandardROIHeads`: pool the proposals, box head, predictor, Fast R-CNN
+/// inference, then the mask head on the final boxes.
+pub fn standard_roi_heads<'a>(
+    g: &mut GraphBuilder<'a>,
+    w: &mut Weights<'a>,
+    entry: &ModelEntry,
+    features: &[Feature],
+    proposals: &str,
+    size: &ImageSize,
+) -> Result<RoiOutputs, ConvertError> {
+    let num_classes = entry.num_classes as usize;
+    let bh = &entry.box_head;
+    let channels = features[0].channels;
+    let pooled = pool(g, "box_pooler", features, proposals, bh.pooler_resolution, bh.pooler_sampling_ratio);
+    let (feat, width) = box_head(g, w, "roi_heads.box_head", bh, &pooled, channels)?;
+    let agnostic = entry.roi_heads.cls_agnostic_bbox_reg;
+    let (logits, deltas) = box_predictor(g, w, "roi_heads.box_predictor", &feat, width, num_classes, agnostic)?;
+    let scores = class_scores(g, "det.class_scores", &logits, num_classes);
+    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &deltas, entry.roi_heads.bbox_reg_weights[0], size);
+    let det = fast_rcnn_inference(g, &scores, &boxes, num_classes, &entry.roi_heads);
+    let mask_probs = mask_branch(g, w, entry, features, &det)?;
+    Ok(RoiOutputs { det, mask_probs })
+}
+
+/// The mask pooler and mask head on the final detections (`forward_with_given_boxes`).
+pub fn mask_branch<'a>(
+    g: &mut GraphBuilder<'a>,
+    w: &mut Weights<'a>,
+    entry: &ModelEntry,
+    features: &[Feature],
+    det: &Detections,
+) -> Result<String, ConvertError> {
+    let mh = &entry.mask_head;
+    let pooled = pool(g, "mask_pooler", features, &det.boxes, mh.pooler_resolution, mh.pooler_sampling_ratio);
+    mask_head(g, w, mh, &pooled, features[0].channels, &det.classes, entry.num_classes as usize)
 }

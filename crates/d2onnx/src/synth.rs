@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use d2serve_registry::ModelEntry;
-use d2serve_registry::catalog::{Backbone, Neck, Norm, RoiHeadsKind};
+use d2serve_registry::catalog::{Backbone, BoxHeadSpec, Neck, Norm, RoiHeadsKind};
 
 use crate::ConvertError;
 use crate::resnet::blocks_per_stage;
@@ -65,82 +65,198 @@ impl Plan {
     }
 }
 
+/// Settings of the bottleneck blocks of one ResNet.
+struct ResnetStyle {
+    norm: Norm,
+    groups: usize,
+}
+
+impl Plan {
+    /// `blocks` bottleneck blocks under `prefix` (`….res3`); returns the output channels.
+    #[allow(clippy::too_many_arguments)]
+    fn res_stage(&mut self, prefix: &str, blocks: usize, inp: usize, bott: usize, out: usize, deform: bool, st: &ResnetStyle) {
+        for b in 0..blocks {
+            let pre = format!("{prefix}.{b}");
+            if b == 0 {
+                self.conv(&format!("{pre}.shortcut"), out, inp, 1, st.norm, false);
+            }
+            self.conv(&format!("{pre}.conv1"), bott, if b == 0 { inp } else { out }, 1, st.norm, false);
+            if deform {
+                self.conv(&format!("{pre}.conv2_offset"), 18, bott, 3, Norm::None, true);
+            }
+            self.conv(&format!("{pre}.conv2"), bott, bott / st.groups, 3, st.norm, false);
+            self.conv(&format!("{pre}.conv3"), out, bott, 1, st.norm, false);
+        }
+    }
+
+    /// RegNet stem and stages; returns each stage's output channels.
+    fn regnet(&mut self, prefix: &str, spec: &Backbone) -> Vec<usize> {
+        let Backbone::Regnet {
+            stem_width,
+            group_width,
+            se_ratio,
+            bottleneck_ratio,
+            norm,
+            stage_widths,
+            stage_depths,
+            ..
+        } = spec
+        else {
+            unreachable!("checked by the caller")
+        };
+        let bn = |p: &mut Plan, name: String, c: usize| {
+            p.add(format!("{name}.weight"), vec![c], Role::NormScale);
+            p.add(format!("{name}.bias"), vec![c], Role::NormShift);
+            p.add(format!("{name}.running_mean"), vec![c], Role::NormMean);
+            p.add(format!("{name}.running_var"), vec![c], Role::NormVar);
+        };
+        let _ = norm;
+        let stem = *stem_width as usize;
+        self.add(format!("{prefix}.stem.conv.weight"), vec![stem, 3, 3, 3], Role::Weight);
+        bn(self, format!("{prefix}.stem.bn"), stem);
+        let mut w_in = stem;
+        let mut outs = Vec::new();
+        for (i, (&w_out, &depth)) in stage_widths.iter().zip(stage_depths).enumerate() {
+            let w_out = w_out as usize;
+            let w_b = (w_out as f64 * bottleneck_ratio).round() as usize;
+            let groups = w_b / *group_width as usize;
+            for b in 1..=depth as usize {
+                let pre = format!("{prefix}.s{}.b{b}", i + 1);
+                if b == 1 {
+                    self.add(format!("{pre}.proj.weight"), vec![w_out, w_in, 1, 1], Role::Weight);
+                    bn(self, format!("{pre}.bn"), w_out);
+                }
+                self.add(format!("{pre}.f.a.weight"), vec![w_b, w_in, 1, 1], Role::Weight);
+                bn(self, format!("{pre}.f.a_bn"), w_b);
+                self.add(format!("{pre}.f.b.weight"), vec![w_b, w_b / groups, 3, 3], Role::Weight);
+                bn(self, format!("{pre}.f.b_bn"), w_b);
+                if *se_ratio > 0.0 {
+                    // regnet.py: the SE width comes from the block's input width.
+                    let w_se = (w_in as f64 * se_ratio).round() as usize;
+                    self.conv(&format!("{pre}.f.se.f_ex.0"), w_se, w_b, 1, Norm::None, true);
+                    self.conv(&format!("{pre}.f.se.f_ex.2"), w_b, w_se, 1, Norm::None, true);
+                }
+                self.add(format!("{pre}.f.c.weight"), vec![w_out, w_b, 1, 1], Role::Weight);
+                bn(self, format!("{pre}.f.c_bn"), w_out);
+                w_in = w_out;
+            }
+            outs.push(w_out);
+        }
+        outs
+    }
+
+    /// Box head convs + fcs under `prefix`; returns the feature width.
+    fn box_head(&mut self, prefix: &str, bh: &BoxHeadSpec, in_channels: usize) -> usize {
+        let mut c = in_channels;
+        for i in 1..=bh.num_conv {
+            self.conv(&format!("{prefix}.conv{i}"), bh.conv_dim as usize, c, 3, bh.norm, true);
+            c = bh.conv_dim as usize;
+        }
+        let mut width = c * (bh.pooler_resolution as usize).pow(2);
+        for i in 1..=bh.num_fc {
+            self.linear(&format!("{prefix}.fc{i}"), bh.fc_dim as usize, width);
+            width = bh.fc_dim as usize;
+        }
+        width
+    }
+
+    fn box_predictor(&mut self, prefix: &str, width: usize, classes: usize, agnostic: bool) {
+        self.linear(&format!("{prefix}.cls_score"), classes + 1, width);
+        self.linear(&format!("{prefix}.bbox_pred"), if agnostic { 4 } else { 4 * classes }, width);
+    }
+}
+
 /// Names and shapes of every parameter of `entry` at its real widths.
 pub fn parameters(entry: &ModelEntry) -> Result<Vec<Param>, ConvertError> {
     let mut p = Plan { params: Vec::new() };
     let k = entry.num_classes as usize;
-    let (Backbone::Resnet {
-        depth,
-        num_groups,
-        width_per_group,
-        norm,
-        stem_out_channels,
-        res2_out_channels,
-        deform_on_per_stage,
-        ..
-    }, Neck::Fpn { out_channels: fpn_c, norm: fpn_norm, .. }) = (&entry.backbone, &entry.neck)
-    else {
-        return Err(ConvertError::Unsupported(format!("synthesizing {} (only ResNet-FPN models so far)", entry.key)));
-    };
-    if deform_on_per_stage.iter().any(|&d| d) || entry.roi_heads.kind != RoiHeadsKind::Standard {
-        return Err(ConvertError::Unsupported(format!("synthesizing {} (deformable or cascade heads)", entry.key)));
-    }
-    let blocks = blocks_per_stage(*depth).ok_or_else(|| ConvertError::Unsupported(format!("depth {depth}")))?;
-    let bb = "backbone.bottom_up";
-    let stem = *stem_out_channels as usize;
-    p.conv(&format!("{bb}.stem.conv1"), stem, 3, 7, *norm, false);
-    let mut inp = stem;
-    let mut out = *res2_out_channels as usize;
-    let mut bott = (*num_groups * *width_per_group) as usize;
-    let groups = *num_groups as usize;
-    let mut stage_channels = Vec::new();
-    for (i, &n) in blocks.iter().enumerate() {
-        for b in 0..n {
-            let pre = format!("{bb}.res{}.{b}", i + 2);
-            if b == 0 {
-                p.conv(&format!("{pre}.shortcut"), out, inp, 1, *norm, false);
+    let fpn = matches!(entry.neck, Neck::Fpn { .. });
+    let bb = if fpn { "backbone.bottom_up" } else { "backbone" };
+
+    // Backbone: the channels of each stage it outputs.
+    let mut res5_head = None;
+    let stage_channels = match &entry.backbone {
+        Backbone::Resnet {
+            depth,
+            num_groups,
+            width_per_group,
+            norm,
+            stem_out_channels,
+            res2_out_channels,
+            deform_on_per_stage,
+            ..
+        } => {
+            let blocks = blocks_per_stage(*depth).ok_or_else(|| ConvertError::Unsupported(format!("depth {depth}")))?;
+            let st = ResnetStyle { norm: *norm, groups: *num_groups as usize };
+            let stem = *stem_out_channels as usize;
+            p.conv(&format!("{bb}.stem.conv1"), stem, 3, 7, *norm, false);
+            let (mut inp, mut out) = (stem, *res2_out_channels as usize);
+            let mut bott = (*num_groups * *width_per_group) as usize;
+            let mut channels = Vec::new();
+            for (i, &n) in blocks.iter().enumerate() {
+                if i == 3 && entry.neck == Neck::C4 {
+                    // C4: res5 runs per ROI as the box head.
+                    res5_head = Some(out);
+                    p.res_stage("roi_heads.res5", n, inp, bott, out, false, &st);
+                    break;
+                }
+                p.res_stage(&format!("{bb}.res{}", i + 2), n, inp, bott, out, deform_on_per_stage[i], &st);
+                channels.push(out);
+                inp = out;
+                out *= 2;
+                bott *= 2;
             }
-            p.conv(&format!("{pre}.conv1"), bott, if b == 0 { inp } else { out }, 1, *norm, false);
-            p.conv(&format!("{pre}.conv2"), bott, bott / groups, 3, *norm, false);
-            p.conv(&format!("{pre}.conv3"), out, bott, 1, *norm, false);
+            channels
         }
-        stage_channels.push(out);
-        inp = out;
-        out *= 2;
-        bott *= 2;
-    }
-    let fpn_c = *fpn_c as usize;
-    for (i, &c) in stage_channels.iter().enumerate() {
-        let l = i + 2;
-        p.conv(&format!("backbone.fpn_lateral{l}"), fpn_c, c, 1, *fpn_norm, true);
-        p.conv(&format!("backbone.fpn_output{l}"), fpn_c, fpn_c, 3, *fpn_norm, true);
-    }
+        Backbone::Regnet { .. } => p.regnet(bb, &entry.backbone),
+    };
+
+    // Neck: the channels the RPN and the ROI heads see.
+    let feature_channels = match &entry.neck {
+        Neck::Fpn { out_channels, norm, .. } => {
+            let c = *out_channels as usize;
+            for (i, &sc) in stage_channels.iter().enumerate() {
+                let l = i + 2;
+                p.conv(&format!("backbone.fpn_lateral{l}"), c, sc, 1, *norm, true);
+                p.conv(&format!("backbone.fpn_output{l}"), c, c, 3, *norm, true);
+            }
+            c
+        }
+        Neck::C4 | Neck::Dc5 => *stage_channels.last().expect("stages"),
+    };
+
     let rpn = "proposal_generator.rpn_head";
     for i in 0..entry.rpn.num_convs {
         let name = if entry.rpn.num_convs == 1 { format!("{rpn}.conv") } else { format!("{rpn}.conv.conv{i}") };
-        p.conv(&name, fpn_c, fpn_c, 3, Norm::None, true);
+        p.conv(&name, feature_channels, feature_channels, 3, Norm::None, true);
     }
     let a = entry.rpn.anchor_sizes[0].len() * entry.rpn.aspect_ratios.len();
-    p.conv(&format!("{rpn}.objectness_logits"), a, fpn_c, 1, Norm::None, true);
-    p.conv(&format!("{rpn}.anchor_deltas"), 4 * a, fpn_c, 1, Norm::None, true);
+    p.conv(&format!("{rpn}.objectness_logits"), a, feature_channels, 1, Norm::None, true);
+    p.conv(&format!("{rpn}.anchor_deltas"), 4 * a, feature_channels, 1, Norm::None, true);
 
-    let bh = &entry.box_head;
-    let mut c = fpn_c;
-    for i in 1..=bh.num_conv {
-        p.conv(&format!("roi_heads.box_head.conv{i}"), bh.conv_dim as usize, c, 3, bh.norm, true);
-        c = bh.conv_dim as usize;
-    }
-    let mut width = c * (bh.pooler_resolution as usize).pow(2);
-    for i in 1..=bh.num_fc {
-        p.linear(&format!("roi_heads.box_head.fc{i}"), bh.fc_dim as usize, width);
-        width = bh.fc_dim as usize;
-    }
-    p.linear("roi_heads.box_predictor.cls_score", k + 1, width);
-    let d = if entry.roi_heads.cls_agnostic_bbox_reg { 4 } else { 4 * k };
-    p.linear("roi_heads.box_predictor.bbox_pred", d, width);
+    let agnostic = entry.roi_heads.cls_agnostic_bbox_reg;
+    let mask_in = match entry.roi_heads.kind {
+        RoiHeadsKind::Standard => {
+            let width = p.box_head("roi_heads.box_head", &entry.box_head, feature_channels);
+            p.box_predictor("roi_heads.box_predictor", width, k, agnostic);
+            feature_channels
+        }
+        RoiHeadsKind::Cascade => {
+            for s in 0..entry.roi_heads.bbox_reg_weights.len() {
+                let width = p.box_head(&format!("roi_heads.box_head.{s}"), &entry.box_head, feature_channels);
+                p.box_predictor(&format!("roi_heads.box_predictor.{s}"), width, k, agnostic);
+            }
+            feature_channels
+        }
+        RoiHeadsKind::Res5 => {
+            let c = res5_head.ok_or_else(|| ConvertError::Unsupported("res5 ROI heads without a C4 ResNet".into()))?;
+            p.box_predictor("roi_heads.box_predictor", c, k, agnostic);
+            c
+        }
+    };
 
     let mh = &entry.mask_head;
-    let mut c = fpn_c;
+    let mut c = mask_in;
     for i in 1..=mh.num_conv {
         p.conv(&format!("roi_heads.mask_head.mask_fcn{i}"), mh.conv_dim as usize, c, 3, mh.norm, true);
         c = mh.conv_dim as usize;
