@@ -52,7 +52,8 @@ pub fn cascade_roi_heads<'a>(
         });
         // Decoded and clipped: [R, K|1, 4]. The next stage's proposals are the
         // clipped boxes themselves (class-agnostic regression: one per row).
-        last_boxes = predict_boxes(g, &format!("{n}.pred_boxes"), &boxes, &deltas, *weights, size);
+        let per_row = if spec.cls_agnostic_bbox_reg { 1 } else { num_classes };
+        last_boxes = predict_boxes(g, &format!("{n}.pred_boxes"), &boxes, &deltas, per_row, *weights, size);
         if k + 1 < stages {
             if !spec.cls_agnostic_bbox_reg {
                 return Err(ConvertError::Unsupported("cascade stages with class-specific box regression".into()));

@@ -181,8 +181,15 @@ impl Conv {
 /// fused GroupNormalization kernel is less exact (measured on the GN fixture:
 /// 2.4x larger mask-probability error against Detectron2 than this two-pass form).
 fn group_norm(g: &mut GraphBuilder<'_>, name: &str, x: &str, scale: &str, bias: &str) -> String {
+    // [N, 32, C/32·H·W], with the last extent computed: a `-1` cannot be
+    // inferred when N = 0 (no ROIs).
     let shape = g.op("Shape", &format!("{name}.shape"), &[x], vec![]);
-    let grouped = g.const_i64(&[0, 32, -1]);
+    let per_sample = g.op("Shape", &format!("{name}.chw"), &[x], vec![("start", Attr::Int(1))]);
+    let per_sample = g.op("ReduceProd", &format!("{name}.chw_size"), &[&per_sample], vec![("keepdims", Attr::Int(1))]);
+    let groups = g.const_i64(&[32]);
+    let per_group = g.op("Div", &format!("{name}.group_size"), &[&per_sample, &groups], vec![]);
+    let minus_one = g.const_i64(&[-1]);
+    let grouped = g.op("Concat", &format!("{name}.grouped_shape"), &[&minus_one, &groups, &per_group], vec![("axis", Attr::Int(0))]);
     let xg = g.op("Reshape", &format!("{name}.grouped"), &[x, &grouped], vec![]);
     let axis = g.const_i64(&[2]);
     let mean = g.op("ReduceMean", &format!("{name}.mean"), &[&xg, &axis], vec![("keepdims", Attr::Int(1))]);

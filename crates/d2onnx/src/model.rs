@@ -15,8 +15,8 @@ use crate::resnet::resnet;
 use crate::roi_heads::{RoiOutputs, standard_roi_heads};
 use crate::{fpn, rpn};
 
-/// ONNX opset of every converted graph: 21 has RoiAlign with `half_pixel` (16+),
-/// GroupNormalization with per-channel affine (21) and DeformConv (19).
+/// ONNX opset of every converted graph: 21 has RoiAlign with `half_pixel` (16+)
+/// and DeformConv (19). (GroupNorm is written out from basic ops: see layers.rs.)
 pub const OPSET: i64 = 21;
 /// IR 9 is accepted by every ONNX Runtime that runs opset 21 (and by older tools).
 pub const IR_VERSION: i64 = 9;

@@ -52,7 +52,8 @@ pub fn res5_roi_heads<'a>(
     let agnostic = entry.roi_heads.cls_agnostic_bbox_reg;
     let (logits, deltas) = box_predictor(g, w, "roi_heads.box_predictor", &feat, channels, num_classes, agnostic)?;
     let scores = class_scores(g, "det.class_scores", &logits, num_classes);
-    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &deltas, entry.roi_heads.bbox_reg_weights[0], size);
+    let per_row = if agnostic { 1 } else { num_classes };
+    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &deltas, per_row, entry.roi_heads.bbox_reg_weights[0], size);
     let det = fast_rcnn_inference(g, &scores, &boxes, num_classes, &entry.roi_heads);
 
     let x = shared_roi_transform(g, "mask_pooler", entry, res4, &res5, &det.boxes);

@@ -141,15 +141,17 @@ pub fn box_predictor<'a>(
 }
 
 /// Per-class boxes `[R, K, 4]` (class-agnostic: `[R, 1, 4]`), decoded and clipped.
+/// `boxes_per_row` is K (or 1): spelled out, since `-1` cannot be inferred when R = 0.
 pub fn predict_boxes(
     g: &mut GraphBuilder<'_>,
     name: &str,
     proposals: &str,
     deltas: &str,
+    boxes_per_row: usize,
     weights: [f32; 4],
     size: &ImageSize,
 ) -> String {
-    let shape = g.const_i64(&[0, -1, 4]);
+    let shape = g.const_i64(&[-1, boxes_per_row as i64, 4]);
     let d = g.op("Reshape", &format!("{name}.deltas"), &[deltas, &shape], vec![]);
     let one = g.const_i64(&[1]);
     let p = g.op("Unsqueeze", &format!("{name}.proposals"), &[proposals, &one], vec![]);
@@ -299,7 +301,8 @@ pub fn standard_roi_heads<'a>(
     let agnostic = entry.roi_heads.cls_agnostic_bbox_reg;
     let (logits, deltas) = box_predictor(g, w, "roi_heads.box_predictor", &feat, width, num_classes, agnostic)?;
     let scores = class_scores(g, "det.class_scores", &logits, num_classes);
-    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &deltas, entry.roi_heads.bbox_reg_weights[0], size);
+    let per_row = if agnostic { 1 } else { num_classes };
+    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &deltas, per_row, entry.roi_heads.bbox_reg_weights[0], size);
     let det = fast_rcnn_inference(g, &scores, &boxes, num_classes, &entry.roi_heads);
     let mask_probs = mask_branch(g, w, entry, features, &det)?;
     Ok(RoiOutputs { det, mask_probs })

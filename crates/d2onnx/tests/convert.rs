@@ -6,20 +6,7 @@ use std::path::{Path, PathBuf};
 use d2serve_d2onnx::{ConvertError, ConvertOptions, convert_checkpoint};
 use d2serve_registry::Catalog;
 
-/// The eleven ResNet/ResNeXt-FPN entries (standard ROI heads, no deformable conv).
-const FPN_KEYS: &[&str] = &[
-    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x",
-    "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x",
-    "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x",
-    "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ",
-    "new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ",
-    "new_baselines/mask_rcnn_R_101_FPN_100ep_LSJ",
-    "new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ",
-    "LVISv0.5-InstanceSegmentation/mask_rcnn_R_50_FPN_1x",
-    "LVISv0.5-InstanceSegmentation/mask_rcnn_R_101_FPN_1x",
-    "LVISv0.5-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_1x",
-    "Cityscapes/mask_rcnn_R_50_FPN",
-];
+const R50_FPN: &str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x";
 
 fn synth(cat: &Catalog, key: &str, dir: &Path) -> PathBuf {
     let entry = cat.require(key).unwrap();
@@ -35,16 +22,21 @@ fn convert(cat: &Catalog, key: &str, pkl: &Path, out: &Path) -> Result<d2serve_r
     convert_checkpoint(entry, &cat.classes(entry), pkl, out, &ConvertOptions::default())
 }
 
+/// All 21 catalog entries (every architecture). tests/zoo_full_size.rs also
+/// runs each artifact, in our engine and in Python's onnxruntime.
 #[test]
-fn every_fpn_entry_converts_at_full_size() {
+fn every_catalog_entry_converts_at_full_size() {
     let cat = Catalog::embedded().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    for key in FPN_KEYS {
+    let keys: Vec<String> = cat.models.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys.len(), 21);
+    for key in &keys {
+        let key = key.as_str();
         let pkl = synth(&cat, key, tmp.path());
         let out = tmp.path().join("out");
         let m = convert(&cat, key, &pkl, &out).unwrap_or_else(|e| panic!("{key}: {e}"));
         let entry = cat.require(key).unwrap();
-        assert_eq!(m.key, *key);
+        assert_eq!(m.key, key);
         assert_eq!(m.classes.len(), entry.num_classes as usize);
         assert_eq!(m.resize.min_size, entry.input.min_size_test);
         let onnx = std::fs::metadata(out.join("model.onnx")).unwrap().len();
@@ -62,7 +54,7 @@ fn conversion_is_deterministic_and_atomic() {
     let cat = Catalog::embedded().unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/r50_fpn/model.pkl");
     let tmp = tempfile::tempdir().unwrap();
-    let key = FPN_KEYS[0];
+    let key = R50_FPN;
     let a = convert(&cat, key, &fixture, &tmp.path().join("a")).unwrap();
     let b = convert(&cat, key, &fixture, &tmp.path().join("b")).unwrap();
     assert_eq!(a, b);
