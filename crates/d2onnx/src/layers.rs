@@ -62,7 +62,7 @@ pub fn load_conv_norm<'a>(
 ) -> Result<Conv, ConvertError> {
     let weight = w.take(&format!("{prefix}.weight"), &[None, None, None, None])?;
     let (out, per_group, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3]);
-    if per_group == 0 || in_channels % per_group != 0 {
+    if per_group == 0 || !in_channels.is_multiple_of(per_group) {
         return Err(ConvertError::WeightShape {
             name: format!("{prefix}.weight"),
             found: weight.shape.clone(),

@@ -525,7 +525,7 @@ impl<'a> Vm<'a> {
     }
 
     fn pairs(&self, items: Vec<Value<'a>>) -> Result<Vec<(Value<'a>, Value<'a>)>, PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.malformed("odd number of dict items");
         }
         let mut it = items.into_iter();
