@@ -29,7 +29,7 @@ COPY --from=build /src/target/release/serve /src/target/release/batch /opt/d2ser
 RUN useradd --system --uid 10001 --home-dir /var/cache/d2serve --create-home d2serve
 USER 10001
 ENV D2_LISTEN=0.0.0.0:8000 \
-    D2_DEVICE=auto \
+    D2_DEVICE=cuda \
     D2_CACHE_DIR=/var/cache/d2serve/models \
     D2_PRELOAD=true
 EXPOSE 8000

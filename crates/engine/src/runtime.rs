@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::Tensor;
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +167,7 @@ pub struct RawDetections {
 pub struct Model {
     session: Session,
     has_debug: bool,
+    device: Device,
 }
 
 impl Model {
@@ -185,10 +186,15 @@ impl Model {
         if let Some(p) = &opts.optimized_model_path {
             b = b.with_optimized_model_path(p).map_err(|e| err(&e))?;
         }
-        b = with_cuda(b, opts.device)?;
+        let (mut b, device) = with_device(b, opts.device)?;
         let session = b.commit_from_file(path).map_err(|e| err(&e))?;
         let has_debug = session.outputs().iter().any(|o| o.name() == "proposals");
-        Ok(Self { session, has_debug })
+        Ok(Self { session, has_debug, device })
+    }
+
+    /// Where the session runs (`auto` resolved to what worked).
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Run on a resized RGB image (`height × width × 3`, row-major).
@@ -246,13 +252,25 @@ impl Model {
     }
 }
 
-/// The CUDA execution provider is not wired into this build: `cuda` is refused
-/// with a clear message and `auto` stays on CPU (the caller logs that).
-fn with_cuda(b: ort::session::builder::SessionBuilder, device: Device) -> Result<ort::session::builder::SessionBuilder, RuntimeError> {
-    match device {
-        Device::Auto | Device::Cpu => Ok(b),
-        Device::Cuda => Err(RuntimeError::Cuda(
-            "this build has no CUDA execution provider yet; use --device cpu (or auto)".into(),
-        )),
+/// Register the CUDA execution provider for `cuda` and `auto`. Its library
+/// (`libonnxruntime_providers_cuda.so`, from the `onnxruntime-gpu` wheel:
+/// `scripts/install-ort.sh --gpu`) and CUDA 13 + cuDNN 9 must be loadable;
+/// `cuda` fails with ONNX Runtime's reason, `auto` logs it and stays on CPU.
+/// TF32 stays off: outputs must match Detectron2's float32 reference.
+fn with_device(b: SessionBuilder, device: Device) -> Result<(SessionBuilder, Device), RuntimeError> {
+    if device == Device::Cpu {
+        return Ok((b, Device::Cpu));
+    }
+    let cuda = ort::ep::CUDA::default().with_tf32(false).build().error_on_failure();
+    match b.with_execution_providers([cuda]) {
+        Ok(b) => Ok((b, Device::Cuda)),
+        Err(e) if device == Device::Auto => {
+            tracing::info!(reason = %e, "device auto: CUDA is not usable, running on CPU");
+            Ok((e.recover(), Device::Cpu))
+        }
+        Err(e) => Err(RuntimeError::Cuda(format!(
+            "{}. The CUDA provider needs the onnxruntime-gpu library (scripts/install-ort.sh --gpu, then ORT_DYLIB_PATH=third_party/ort-gpu/libonnxruntime.so.1.31.1) and CUDA 13 + cuDNN 9 on the library path; or use --device cpu|auto",
+            e.to_string().trim_end_matches('.')
+        ))),
     }
 }

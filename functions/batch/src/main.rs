@@ -151,8 +151,8 @@ async fn run(in_lambda: bool) -> Result<ExitCode> {
     let default_model = catalog.require(&args.model)?.key.clone();
     let s3cfg = S3Config { endpoint: args.s3_endpoint.clone(), region: args.s3_region.clone(), force_path_style: args.s3_path_style };
     let store = open_store(&args.registry, &s3cfg).await.context("opening the registry")?;
-    let device = if args.device == Device::Auto { Device::Cpu } else { args.device };
-    let session = SessionOptions { device, intra_threads: args.threads.unwrap_or_else(available_cpus), ..Default::default() };
+    // `auto`: CUDA when its provider loads, else CPU (the engine logs which).
+    let session = SessionOptions { device: args.device, intra_threads: args.threads.unwrap_or_else(available_cpus), ..Default::default() };
     let cache = Arc::new(ModelCache::new(
         Registry::new(store),
         args.cache_dir.clone().unwrap_or_else(default_cache_dir),

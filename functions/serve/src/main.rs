@@ -102,7 +102,8 @@ async fn main() -> Result<()> {
     } else {
         AllowList::parse(&args.allow_hosts).map_err(anyhow::Error::msg)?
     };
-    let device = resolve_device(args.device);
+    // `auto` is resolved per session: CUDA when its provider loads, else CPU (logged).
+    let device = args.device;
     let session = SessionOptions {
         device,
         intra_threads: args.threads.unwrap_or_else(available_cpus),
@@ -146,15 +147,6 @@ async fn main() -> Result<()> {
     tracing::info!(address = %listener.local_addr()?, "listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
     Ok(())
-}
-
-/// `auto` runs on CPU until the CUDA provider is wired in; it logs the choice.
-fn resolve_device(requested: Device) -> Device {
-    if requested == Device::Auto {
-        tracing::info!("device auto: no CUDA execution provider in this build, using CPU");
-        return Device::Cpu;
-    }
-    requested
 }
 
 async fn shutdown() {
