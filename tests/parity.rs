@@ -27,6 +27,9 @@
 //!   Detectron2). The contract is
 //!   enforced on the pooled well-conditioned images of each family.
 //!
+//! Backbone features, where the fixture stores them (`chelsea` only): within
+//! 1e-4 relative (max |d| / max |reference|), or 4 × the same noise floor.
+//!
 //! An instance whose box sits on one of Detectron2's own discontinuities (ours
 //! and Detectron2's select a different FPN level or ROIAlign sampling-grid size
 //! for the mask) is counted and reported, not held to the mask bound. Worst
@@ -159,6 +162,9 @@ fn check_family(family: &str, key: &str) {
         let (rgb, h, w) = graph_input(&dir, image, bgr);
         let det = model.run(&rgb, h, w).unwrap();
         let other = plain.run(&rgb, h, w).unwrap();
+        if image == "chelsea" {
+            check_features(family, &dir, &det, &other);
+        }
         let mut gold = Tally::new();
         compare(&Reference::detectron2(&dir, image), &det, &mut gold);
         let mut own = Tally::new();
@@ -168,10 +174,12 @@ fn check_family(family: &str, key: &str) {
             conditioned.add(&gold);
         } else {
             println!(
-                "PARITY {family}/{image}: ill-conditioned: our two float32 runs agree on only {:.3} of instances and {:.3} of proposals; Detectron2 vs ours: {:.3} and {:.3}",
+                "PARITY {family}/{image}: ill-conditioned: our two float32 runs agree on {:.3} of instances ({:.3} extra) and {:.3} of proposals; Detectron2 vs ours: {:.3} ({:.3} extra) and {:.3}",
                 own.matched_frac(),
+                own.extra_frac(),
                 own.proposals_frac(),
                 gold.matched_frac(),
+                gold.extra_frac(),
                 gold.proposals_frac()
             );
             ill.push((image, own, gold));
@@ -212,6 +220,28 @@ fn check_family(family: &str, key: &str) {
             own.matched_frac(),
             own.proposals_frac()
         );
+    }
+}
+
+/// The backbone features (p2..p6, res4 or res5) on `chelsea`, where the fixture
+/// stores them: max |ours - Detectron2| / max |Detectron2| per level, within
+/// max(1e-4, 4 × the same measure between our two float32 runs).
+fn check_features(family: &str, dir: &Path, det: &RawDetections, other: &RawDetections) {
+    assert!(!det.features.is_empty(), "{family}: the debug graph has no feature outputs");
+    for ((name, shape, ours), (_, _, alt)) in det.features.iter().zip(&other.features) {
+        let path = dir.join(format!("chelsea.{name}.npy"));
+        if !path.exists() {
+            continue;
+        }
+        let gold = Npy::read(&path);
+        assert_eq!(&gold.shape[..], &shape[1..], "{family}: {name} shape");
+        let g = gold.f32();
+        let scale = g.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let rel = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+        let (err, noise) = (rel(ours, &g), rel(ours, alt));
+        let bound = (4.0 * noise).max(1e-4);
+        println!("FEATURES {family}/{name}: max|d|/max|ref| {err:.2e} (float32 noise floor {noise:.2e}, bound {bound:.2e})");
+        assert!(err <= bound, "{family}: feature {name} differs by {err:.2e} relative (bound {bound:.2e})");
     }
 }
 

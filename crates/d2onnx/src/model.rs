@@ -100,6 +100,11 @@ pub fn build<'a>(entry: &ModelEntry, ckpt: Checkpoint<'a>, opts: &GraphOptions) 
     if opts.debug_outputs {
         outputs.push((proposals.boxes, value("proposals", ElemType::Float, &["P", "4"])));
         outputs.push((proposals.logits, value("proposal_logits", ElemType::Float, &["P"])));
+        // The features the RPN sees (p2..p6, or res4 / res5), on the padded input.
+        for f in &rpn_features {
+            let (c, h, w) = (f.channels.to_string(), format!("{}_h", f.name), format!("{}_w", f.name));
+            outputs.push((f.value.clone(), value(&format!("feature.{}", f.name), ElemType::Float, &["1", &c, &h, &w])));
+        }
     }
     let mut output_infos = Vec::new();
     for (src, info) in outputs {

@@ -161,12 +161,15 @@ pub struct RawDetections {
     pub mask_size: usize,
     /// With `--debug-outputs` graphs: RPN proposals and their logits.
     pub proposals: Option<(Vec<[f32; 4]>, Vec<f32>)>,
+    /// With `--debug-outputs` graphs: the backbone features (`p2`.. or `res4`), shape and values.
+    pub features: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
 /// A loaded converted graph.
 pub struct Model {
     session: Session,
     has_debug: bool,
+    feature_outputs: Vec<String>,
     device: Device,
 }
 
@@ -189,7 +192,8 @@ impl Model {
         let (mut b, device) = with_device(b, opts.device)?;
         let session = b.commit_from_file(path).map_err(|e| err(&e))?;
         let has_debug = session.outputs().iter().any(|o| o.name() == "proposals");
-        Ok(Self { session, has_debug, device })
+        let feature_outputs = session.outputs().iter().map(|o| o.name().to_string()).filter(|n| n.starts_with("feature.")).collect();
+        Ok(Self { session, has_debug, feature_outputs, device })
     }
 
     /// Where the session runs (`auto` resolved to what worked).
@@ -234,12 +238,18 @@ impl Model {
                 detail: format!("inconsistent sizes for {n} detections"),
             });
         }
-        let proposals = if has_debug {
+        let (proposals, features) = if has_debug {
             let (_, p) = get_f32("proposals")?;
             let (_, l) = get_f32("proposal_logits")?;
-            Some((p.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(), l))
+            let mut features = Vec::new();
+            for name in &self.feature_outputs {
+                let (shape, v) = get_f32(name)?;
+                let short = name.trim_start_matches("feature.").to_string();
+                features.push((short, shape.iter().map(|&d| d as usize).collect(), v));
+            }
+            (Some((p.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(), l)), features)
         } else {
-            None
+            (None, Vec::new())
         };
         Ok(RawDetections {
             boxes: boxes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(),
@@ -248,6 +258,7 @@ impl Model {
             mask_probs,
             mask_size: mshape[2] as usize,
             proposals,
+            features,
         })
     }
 }
