@@ -114,7 +114,7 @@ enum Command {
         json: bool,
     },
     /// Convert a checkpoint into one ONNX graph plus manifest (ARTIFACTS/KEY by default).
-    #[command(after_help = "Examples:\n  zoo convert r50-fpn-3x                       the cached checkpoint of a catalog model\n  zoo convert model.pkl --as r50-fpn-3x --out out/r50 --min-size 320 --max-size 512\n  zoo convert r50-fpn-3x --debug-outputs        also output RPN proposals, for parity work")]
+    #[command(after_help = "Examples:\n  zoo convert r50-fpn-3x                       the cached checkpoint of a catalog model\n  zoo convert model.pkl --as r50-fpn-3x --out out/r50 --min-size 320 --max-size 512\n  zoo convert r50-fpn-3x --debug-outputs        also output RPN proposals and features, for parity work\n  zoo convert --all --synth --out /tmp/all       every catalog entry from full-size random weights, with a time/memory table")]
     Convert(ConvertArgs),
     /// Write a zoo-format checkpoint with the real names and shapes and random weights.
     #[command(after_help = "Examples:\n  zoo synth r50-fpn-3x --out /tmp/r50.pkl\n  zoo synth r50-fpn-3x --out r50.pkl --seed 7 && zoo convert r50.pkl --as r50-fpn-3x")]
@@ -197,7 +197,7 @@ struct PullArgs {
 #[derive(Args, Debug)]
 struct ConvertArgs {
     /// A catalog key or alias (its cached checkpoint), or a .pkl file with --as.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(conflicts_with = "all")]
     source: Option<String>,
     /// Convert every catalog entry into ARTIFACTS/KEY (or --out DIR/KEY), with a
     /// table of time, peak memory and artifact size per model.
@@ -850,7 +850,9 @@ fn convert(g: &Global, args: &ConvertArgs) -> Result<()> {
         return convert_all(g, args);
     }
     let catalog = g.catalog()?;
-    let source = args.source.as_deref().expect("clap requires SOURCE without --all");
+    let Some(source) = args.source.as_deref() else {
+        bail!("which model? name a catalog key or alias (`zoo list`), a .pkl file with --as KEY, or pass --all");
+    };
     let is_file = source.ends_with(".pkl") || Path::new(source).is_file();
     let synth;
     let (entry, pkl) = match (&args.as_key, is_file) {

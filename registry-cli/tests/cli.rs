@@ -76,3 +76,35 @@ fn show_prints_every_setting_and_the_classes() {
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("kind: c4") && s.contains("classes: 80 (person"), "{s}");
 }
+
+/// `zoo convert --synth` converts a full-size synthesized checkpoint (C4: the
+/// smallest); `--all` goes through every entry and reports each one it cannot
+/// convert (here: none is downloaded) with what to do, then fails.
+#[test]
+fn convert_synth_and_convert_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache").display().to_string();
+    let out_dir = tmp.path().join("c4");
+    let out = zoo(
+        &["convert", "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x", "--synth", "--out", out_dir.to_str().unwrap(), "--json"],
+        &[("ZOO_CACHE", &cache)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest"]["key"], "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x");
+    assert!(out_dir.join("model.onnx").metadata().unwrap().len() > 100_000_000, "full-size weights");
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["c4"], "the synthesized checkpoint is removed");
+
+    let out = zoo(&["convert"], &[("ZOO_CACHE", &cache)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--all"), "{}", text(&out));
+
+    let all = tmp.path().join("all");
+    let out = zoo(&["convert", "--all", "--out", all.to_str().unwrap()], &[("ZOO_CACHE", &cache)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not downloaded").count(), 21, "{err}");
+    assert!(err.contains("zoo pull") && err.contains("--synth") && err.contains("21 of 21 models failed"), "{err}");
+}
