@@ -14,61 +14,75 @@ fn png(name: &str) -> Vec<u8> {
 }
 
 async fn infer_file(base: &str, name: &str, settings: &str) -> (u16, Value) {
+    infer_file_with(base, name, settings, KEY).await
+}
+
+/// `inference_image` with the model chosen by the `x-model` header.
+async fn infer_file_with(base: &str, name: &str, settings: &str, model: &str) -> (u16, Value) {
     let form = reqwest::multipart::Form::new()
         .part("files", reqwest::multipart::Part::bytes(png(name)).file_name(name.to_string()))
         .text("settings", settings.to_string());
-    let r = reqwest::Client::new().post(format!("{base}/inference_image")).multipart(form).send().await.unwrap();
+    let r = reqwest::Client::new().post(format!("{base}/inference_image")).header("x-model", model).multipart(form).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
 
 /// Decoded from the image files, served, encoded as Supervisely JSON and
 /// decoded again, the masks match Detectron2's final masks: ≥ 98% of instances
-/// with mask IoU ≥ 0.98 (same class).
+/// with mask IoU ≥ 0.98 (same class). Three architectures from one server, the
+/// model chosen per request: FPN (28×28 masks), C4 (14×14 masks, res5 head) and
+/// Cascade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_masks_match_detectron2_over_tcp() {
     if !ort_available() {
         return;
     }
+    let families = [
+        ("r50_fpn", KEY),
+        ("r50_c4", "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x"),
+        ("cascade", "Misc/cascade_mask_rcnn_R_50_FPN_3x"),
+    ];
     let tmp = tempfile::tempdir().unwrap();
-    let reg = local_registry(tmp.path()).await;
+    let reg = registry_with(tmp.path(), &families).await;
     let s = start_serve(tmp.path(), &reg, &[], &[]).await;
     let meta: Value = reqwest::Client::new().post(format!("{}/get_output_classes_and_tags", s.base)).body("{}").send().await.unwrap().json().await.unwrap();
     let titles: Vec<String> = meta["classes"].as_array().unwrap().iter().map(|c| c["title"].as_str().unwrap().to_string()).collect();
-    let (mut total, mut matched, mut worst) = (0, 0, 1.0f64);
-    for image in ["astronaut", "chelsea", "coffee", "motorcycle_wide"] {
-        let (status, reply) = infer_file(&s.base, &format!("{image}.png"), r#"{"settings": {"conf_thres": 0.0}}"#).await;
-        assert_eq!(status, 200, "{reply}");
-        let ann = &reply["annotation"];
-        let (h, w, gold) = golden_masks("r50_fpn", image);
-        assert_eq!((ann["size"]["height"].as_u64().unwrap() as usize, ann["size"]["width"].as_u64().unwrap() as usize), (h, w));
-        let objects = ann["objects"].as_array().unwrap();
-        let preds: Vec<(String, Vec<usize>)> = objects.iter().map(|o| (o["classTitle"].as_str().unwrap().to_string(), object_pixels(o, w))).collect();
-        for o in objects {
-            let (x0, y0, bw, bh, _) = decode_bitmap(o);
-            assert!(x0 + bw <= w && y0 + bh <= h, "mask outside the image");
-            assert_eq!(o["geometryType"], "bitmap");
-            let conf = o["tags"][0]["value"].as_f64().unwrap();
-            assert!((0.0..=1.0).contains(&conf));
-        }
-        let mut used = vec![false; preds.len()];
-        for (class, px) in &gold {
-            total += 1;
-            let best = preds
-                .iter()
-                .enumerate()
-                .filter(|(j, (t, _))| !used[*j] && *t == titles[*class as usize])
-                .map(|(j, (_, p))| (j, iou_sorted(px, p)))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((j, iou)) = best.filter(|b| b.1 >= 0.98) {
-                used[j] = true;
-                matched += 1;
-                worst = worst.min(iou);
+    for (family, key) in families {
+        let (mut total, mut matched, mut worst) = (0, 0, 1.0f64);
+        for image in ["astronaut", "chelsea", "coffee", "motorcycle_wide"] {
+            let (status, reply) = infer_file_with(&s.base, &format!("{image}.png"), r#"{"settings": {"conf_thres": 0.0}}"#, key).await;
+            assert_eq!(status, 200, "{family}: {reply}");
+            let ann = &reply["annotation"];
+            let (h, w, gold) = golden_masks(family, image);
+            assert_eq!((ann["size"]["height"].as_u64().unwrap() as usize, ann["size"]["width"].as_u64().unwrap() as usize), (h, w));
+            let objects = ann["objects"].as_array().unwrap();
+            let preds: Vec<(String, Vec<usize>)> = objects.iter().map(|o| (o["classTitle"].as_str().unwrap().to_string(), object_pixels(o, w))).collect();
+            for o in objects {
+                let (x0, y0, bw, bh, _) = decode_bitmap(o);
+                assert!(x0 + bw <= w && y0 + bh <= h, "mask outside the image");
+                assert_eq!(o["geometryType"], "bitmap");
+                let conf = o["tags"][0]["value"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&conf));
+            }
+            let mut used = vec![false; preds.len()];
+            for (class, px) in &gold {
+                total += 1;
+                let best = preds
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, (t, _))| !used[*j] && *t == titles[*class as usize])
+                    .map(|(j, (_, p))| (j, iou_sorted(px, p)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                if let Some((j, iou)) = best.filter(|b| b.1 >= 0.98) {
+                    used[j] = true;
+                    matched += 1;
+                    worst = worst.min(iou);
+                }
             }
         }
+        println!("SERVE PARITY {family}: {matched}/{total} instances with mask IoU >= 0.98 (worst matched IoU {worst:.4})");
+        assert!(matched as f64 >= 0.98 * total as f64, "{family}: {matched}/{total}");
     }
-    println!("SERVE PARITY r50_fpn: {matched}/{total} instances with mask IoU >= 0.98 (worst matched IoU {worst:.4})");
-    assert!(matched as f64 >= 0.98 * total as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,20 +31,32 @@ pub fn ort_available() -> bool {
 
 /// Convert the r50_fpn fixture (test size 320/512) into `dir/artifact`.
 pub fn convert_fixture(dir: &Path) -> PathBuf {
+    convert_family(dir, "r50_fpn", KEY, "artifact")
+}
+
+/// Convert fixture `family` as catalog entry `key` (test size 320/512) into `dir/name`.
+pub fn convert_family(dir: &Path, family: &str, key: &str, name: &str) -> PathBuf {
     let catalog = Catalog::embedded().unwrap();
-    let entry = catalog.require(KEY).unwrap();
-    let out = dir.join("artifact");
+    let entry = catalog.require(key).unwrap();
+    let out = dir.join(name);
     let opts = d2serve_d2onnx::ConvertOptions { min_size: Some(320), max_size: Some(512), debug_outputs: false };
-    d2serve_d2onnx::convert_checkpoint(entry, &catalog.classes(entry), &fixtures().join("r50_fpn/model.pkl"), &out, &opts).unwrap();
+    d2serve_d2onnx::convert_checkpoint(entry, &catalog.classes(entry), &fixtures().join(family).join("model.pkl"), &out, &opts).unwrap();
     out
 }
 
 /// A local registry holding the converted fixture; returns its location.
 pub async fn local_registry(dir: &Path) -> String {
-    let art = convert_fixture(dir);
+    registry_with(dir, &[("r50_fpn", KEY)]).await
+}
+
+/// A local registry holding each (fixture family, catalog key); returns its location.
+pub async fn registry_with(dir: &Path, models: &[(&str, &str)]) -> String {
     let root = dir.join("registry");
     let reg = Registry::new(std::sync::Arc::new(LocalStore::new(&root)));
-    reg.publish(KEY, &art).await.unwrap();
+    for (family, key) in models {
+        let art = convert_family(dir, family, key, &format!("artifact-{family}"));
+        reg.publish(key, &art).await.unwrap();
+    }
     format!("file://{}", root.display())
 }
 
