@@ -10,7 +10,7 @@ use crate::boxes::ImageSize;
 use crate::builder::{GraphBuilder, Weights};
 use crate::onnx::Attr;
 use crate::resnet::Feature;
-use crate::roi_heads::{RoiOutputs, box_head, box_predictor, fast_rcnn_inference, mask_branch, pool, predict_boxes};
+use crate::roi_heads::{RoiOutputs, box_head, box_predictor, drop_background, fast_rcnn_inference, mask_branch, pool, predict_boxes};
 
 pub fn cascade_roi_heads<'a>(
     g: &mut GraphBuilder<'a>,
@@ -65,10 +65,7 @@ pub fn cascade_roi_heads<'a>(
     // `* (1.0 / num_stages)`: a multiplication by the float32-rounded reciprocal, not a division.
     let inv = g.scalar_f32((1.0f64 / stages as f64) as f32);
     let mean = g.op("Mul", "cascade.probs_mean", &[&probs_sum.expect("stages"), &inv], vec![]);
-    let start = g.const_i64(&[0]);
-    let end = g.const_i64(&[num_classes as i64]);
-    let axis = g.const_i64(&[1]);
-    let scores = g.op("Slice", "det.class_scores", &[&mean, &start, &end, &axis], vec![]);
+    let scores = drop_background(g, "det.class_scores", &mean, num_classes);
     let det = fast_rcnn_inference(g, &scores, &last_boxes, num_classes, spec);
     let mask_probs = mask_branch(g, w, entry, features, &det)?;
     Ok(RoiOutputs { det, mask_probs })

@@ -212,10 +212,15 @@ pub fn fast_rcnn_inference(g: &mut GraphBuilder<'_>, scores: &str, boxes: &str, 
 /// Softmax class scores without the background column: `[R, K]`.
 pub fn class_scores(g: &mut GraphBuilder<'_>, name: &str, logits: &str, num_classes: usize) -> String {
     let probs = g.op("Softmax", &format!("{name}.softmax"), &[logits], vec![("axis", Attr::Int(-1))]);
+    drop_background(g, name, &probs, num_classes)
+}
+
+/// The first `num_classes` columns of `[R, K+1]` probabilities (background is last).
+pub fn drop_background(g: &mut GraphBuilder<'_>, name: &str, probs: &str, num_classes: usize) -> String {
     let start = g.const_i64(&[0]);
     let end = g.const_i64(&[num_classes as i64]);
     let axis = g.const_i64(&[1]);
-    g.op("Slice", name, &[&probs, &start, &end, &axis], vec![])
+    g.op("Slice", name, &[probs, &start, &end, &axis], vec![])
 }
 
 /// `MaskRCNNConvUpsampleHead` on pooled features `[D, C, r, r]`, then the

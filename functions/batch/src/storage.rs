@@ -171,23 +171,9 @@ pub struct S3Prefix {
 /// How to reach S3; unset fields fall back to the standard AWS environment.
 pub type S3Config = d2serve_registry::S3Config;
 
-/// A client built like the registry's (endpoint override and path style for
-/// S3-compatible servers; us-east-1 when nothing names a region).
-pub async fn s3_client(cfg: &S3Config) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &cfg.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &cfg.endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    let shared = loader.load().await;
-    let mut conf = aws_sdk_s3::config::Builder::from(&shared);
-    if shared.region().is_none() {
-        conf = conf.region(aws_sdk_s3::config::Region::new("us-east-1"));
-    }
-    Client::from_conf(conf.force_path_style(cfg.force_path_style).build())
-}
+/// The registry's S3 client (endpoint override and path style for S3-compatible
+/// servers; us-east-1 when nothing names a region).
+pub use d2serve_registry::store::s3_client;
 
 fn http_status<E, R: HasStatus + std::fmt::Debug>(e: &SdkError<E, R>) -> Option<u16> {
     e.raw_response().map(HasStatus::status_code)

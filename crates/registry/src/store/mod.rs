@@ -17,7 +17,7 @@ mod local;
 mod s3;
 
 pub use local::LocalStore;
-pub use s3::{S3Config, S3Store};
+pub use s3::{S3Config, S3Store, s3_client};
 
 /// Opaque version of an object for conditional writes (an ETag on S3, the
 /// content sha256 in a local folder).

@@ -57,23 +57,28 @@ fn is_conflict(code: Option<u16>) -> bool {
     matches!(code, Some(412) | Some(409))
 }
 
+/// An S3 client for `cfg`: endpoint override and path style for S3-compatible
+/// servers, the standard AWS environment for the rest.
+pub async fn s3_client(cfg: &S3Config) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &cfg.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let shared = loader.load().await;
+    let mut conf = aws_sdk_s3::config::Builder::from(&shared);
+    if shared.region().is_none() {
+        // S3 needs some region to sign with; us-east-1 is what S3-compatible servers expect.
+        conf = conf.region(aws_sdk_s3::config::Region::new("us-east-1"));
+    }
+    Client::from_conf(conf.force_path_style(cfg.force_path_style).build())
+}
+
 impl S3Store {
     pub async fn new(bucket: &str, prefix: &str, cfg: &S3Config) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &cfg.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &cfg.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let shared = loader.load().await;
-        let mut conf = aws_sdk_s3::config::Builder::from(&shared);
-        if shared.region().is_none() {
-            // S3 needs some region to sign with; us-east-1 is what S3-compatible servers expect.
-            conf = conf.region(aws_sdk_s3::config::Region::new("us-east-1"));
-        }
-        let conf = conf.force_path_style(cfg.force_path_style).build();
-        Self::from_client(Client::from_conf(conf), bucket, prefix)
+        Self::from_client(s3_client(cfg).await, bucket, prefix)
     }
 
     pub fn from_client(client: Client, bucket: &str, prefix: &str) -> Self {
