@@ -35,7 +35,7 @@ pub fn cascade_roi_heads<'a>(
         let n = format!("cascade{k}");
         let pooled = pool(g, &format!("{n}.box_pooler"), features, &boxes, bh.pooler_resolution, bh.pooler_sampling_ratio);
         let (feat, width) = box_head(g, w, &format!("roi_heads.box_head.{k}"), bh, &pooled, channels)?;
-        let (logits, deltas) = box_predictor(
+        let pred = box_predictor(
             g,
             w,
             &format!("roi_heads.box_predictor.{k}"),
@@ -44,7 +44,7 @@ pub fn cascade_roi_heads<'a>(
             num_classes,
             spec.cls_agnostic_bbox_reg,
         )?;
-        let probs = g.op("Softmax", &format!("{n}.probs"), &[&logits], vec![("axis", Attr::Int(-1))]);
+        let probs = g.op("Softmax", &format!("{n}.probs"), &[&pred.logits], vec![("axis", Attr::Int(-1))]);
         // Python's sum(): ((s0 + s1) + s2), in float32.
         probs_sum = Some(match probs_sum {
             None => probs,
@@ -52,8 +52,7 @@ pub fn cascade_roi_heads<'a>(
         });
         // Decoded and clipped: [R, K|1, 4]. The next stage's proposals are the
         // clipped boxes themselves (class-agnostic regression: one per row).
-        let per_row = if spec.cls_agnostic_bbox_reg { 1 } else { num_classes };
-        last_boxes = predict_boxes(g, &format!("{n}.pred_boxes"), &boxes, &deltas, per_row, *weights, size);
+        last_boxes = predict_boxes(g, &format!("{n}.pred_boxes"), &boxes, &pred.deltas, pred.boxes_per_row, *weights, size);
         if k + 1 < stages {
             if !spec.cls_agnostic_bbox_reg {
                 return Err(ConvertError::Unsupported("cascade stages with class-specific box regression".into()));

@@ -49,11 +49,9 @@ pub fn res5_roi_heads<'a>(
     let x = shared_roi_transform(g, "box_pooler", entry, res4, &res5, proposals);
     let axes = g.const_i64(&[2, 3]);
     let feat = g.op("ReduceMean", "roi_heads.box_features", &[&x, &axes], vec![("keepdims", Attr::Int(0))]);
-    let agnostic = entry.roi_heads.cls_agnostic_bbox_reg;
-    let (logits, deltas) = box_predictor(g, w, "roi_heads.box_predictor", &feat, channels, num_classes, agnostic)?;
-    let scores = class_scores(g, "det.class_scores", &logits, num_classes);
-    let per_row = if agnostic { 1 } else { num_classes };
-    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &deltas, per_row, entry.roi_heads.bbox_reg_weights[0], size);
+    let pred = box_predictor(g, w, "roi_heads.box_predictor", &feat, channels, num_classes, entry.roi_heads.cls_agnostic_bbox_reg)?;
+    let scores = class_scores(g, "det.class_scores", &pred.logits, num_classes);
+    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &pred.deltas, pred.boxes_per_row, entry.roi_heads.bbox_reg_weights[0], size);
     let det = fast_rcnn_inference(g, &scores, &boxes, num_classes, &entry.roi_heads);
 
     let x = shared_roi_transform(g, "mask_pooler", entry, res4, &res5, &det.boxes);

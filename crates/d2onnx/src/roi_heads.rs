@@ -117,7 +117,15 @@ pub fn box_head<'a>(
     Ok((x, width))
 }
 
-/// `FastRCNNOutputLayers`: class logits `[R, K+1]` and box deltas `[R, 4K]` or `[R, 4]`.
+/// What `box_predictor` adds: class logits `[R, K+1]`, box deltas `[R, 4K]` or `[R, 4]`,
+/// and how many boxes each row's deltas decode to (K, or 1 when class-agnostic).
+pub struct BoxPredictions {
+    pub logits: String,
+    pub deltas: String,
+    pub boxes_per_row: usize,
+}
+
+/// `FastRCNNOutputLayers`: the class-score and box-delta linear layers.
 pub fn box_predictor<'a>(
     g: &mut GraphBuilder<'a>,
     w: &mut Weights<'a>,
@@ -126,7 +134,7 @@ pub fn box_predictor<'a>(
     width: usize,
     num_classes: usize,
     agnostic: bool,
-) -> Result<(String, String), ConvertError> {
+) -> Result<BoxPredictions, ConvertError> {
     let (logits, k1) = linear(g, w, &format!("{prefix}.cls_score"), x, width, false)?;
     let (deltas, d) = linear(g, w, &format!("{prefix}.bbox_pred"), x, width, false)?;
     let expected_d = if agnostic { 4 } else { 4 * num_classes };
@@ -137,7 +145,7 @@ pub fn box_predictor<'a>(
             if agnostic { "class-agnostic" } else { "class-specific" }
         )));
     }
-    Ok((logits, deltas))
+    Ok(BoxPredictions { logits, deltas, boxes_per_row: if agnostic { 1 } else { num_classes } })
 }
 
 /// Per-class boxes `[R, K, 4]` (class-agnostic: `[R, 1, 4]`), decoded and clipped.
@@ -303,11 +311,9 @@ pub fn standard_roi_heads<'a>(
     let channels = features[0].channels;
     let pooled = pool(g, "box_pooler", features, proposals, bh.pooler_resolution, bh.pooler_sampling_ratio);
     let (feat, width) = box_head(g, w, "roi_heads.box_head", bh, &pooled, channels)?;
-    let agnostic = entry.roi_heads.cls_agnostic_bbox_reg;
-    let (logits, deltas) = box_predictor(g, w, "roi_heads.box_predictor", &feat, width, num_classes, agnostic)?;
-    let scores = class_scores(g, "det.class_scores", &logits, num_classes);
-    let per_row = if agnostic { 1 } else { num_classes };
-    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &deltas, per_row, entry.roi_heads.bbox_reg_weights[0], size);
+    let pred = box_predictor(g, w, "roi_heads.box_predictor", &feat, width, num_classes, entry.roi_heads.cls_agnostic_bbox_reg)?;
+    let scores = class_scores(g, "det.class_scores", &pred.logits, num_classes);
+    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &pred.deltas, pred.boxes_per_row, entry.roi_heads.bbox_reg_weights[0], size);
     let det = fast_rcnn_inference(g, &scores, &boxes, num_classes, &entry.roi_heads);
     let mask_probs = mask_branch(g, w, entry, features, &det)?;
     Ok(RoiOutputs { det, mask_probs })

@@ -105,23 +105,7 @@ mod tests {
     fn refuses_garbage_and_bombs_before_decoding() {
         assert_eq!(decode(b"", 100), Err(DecodeError::Empty));
         assert_eq!(decode(b"hello, this is not an image", 100), Err(DecodeError::UnknownFormat));
-        // PNG signature + IHDR claiming 60000 x 60000 RGB, no real data.
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend_from_slice(&60000u32.to_be_bytes());
-        ihdr.extend_from_slice(&60000u32.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let mut crc = flate2::Crc::new();
-        crc.update(&ihdr);
-        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d".to_vec();
-        png.extend_from_slice(&ihdr);
-        png.extend_from_slice(&crc.sum().to_be_bytes());
-        // A tiny IDAT: the header is all the decoder gets to read.
-        let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
-        let mut crc = flate2::Crc::new();
-        crc.update(idat);
-        png.extend_from_slice(&8u32.to_be_bytes());
-        png.extend_from_slice(idat);
-        png.extend_from_slice(&crc.sum().to_be_bytes());
+        let png = crate::testing::png_bomb(60000, 60000);
         match decode(&png, 50_000_000) {
             Err(DecodeError::TooLarge { pixels, .. }) => assert_eq!(pixels, 3_600_000_000),
             other => panic!("{other:?}"),

@@ -11,6 +11,8 @@ pub mod pipeline;
 pub mod resize;
 pub mod runtime;
 pub mod supervisely;
+#[doc(hidden)]
+pub mod testing;
 
 pub use cache::{CacheLimits, LoadError, ModelCache};
 pub use decode::{DecodeError, RgbImage, decode};

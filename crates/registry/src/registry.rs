@@ -225,22 +225,7 @@ impl Registry {
             .create_from_file(&format!("{prefix}{MANIFEST_FILE}"), &dir.join(MANIFEST_FILE))
             .await?;
         let size = manifest.artifact.size;
-        let previous = self
-            .update_index(|index| {
-                let previous = index.models.get(key).map(|e| e.artifact.clone());
-                let previous = previous.filter(|p| *p != sha);
-                index.models.insert(
-                    key.to_string(),
-                    IndexEntry {
-                        artifact: sha.clone(),
-                        size,
-                        published_at: now_rfc3339(),
-                        previous: previous.clone(),
-                    },
-                );
-                Ok(previous)
-            })
-            .await?;
+        let previous = self.make_current(key, &sha, size).await?;
         Ok(Published {
             key: key.to_string(),
             artifact: sha,
@@ -252,22 +237,20 @@ impl Registry {
     /// Point `key` at an artifact that is already stored (roll forward or back).
     pub async fn set_current(&self, key: &str, artifact: &str) -> Result<(), RegistryError> {
         let manifest = self.artifact_manifest(key, artifact).await?;
+        self.make_current(key, artifact, manifest.artifact.size).await?;
+        Ok(())
+    }
+
+    /// Point the index entry of `key` at `artifact`, keeping the one it replaces as
+    /// `previous` (unless it is the same artifact); returns that previous artifact.
+    async fn make_current(&self, key: &str, artifact: &str, size: u64) -> Result<Option<String>, RegistryError> {
         self.update_index(|index| {
-            let previous = index
-                .models
-                .get(key)
-                .map(|e| e.artifact.clone())
-                .filter(|p| p != artifact);
+            let previous = index.models.get(key).map(|e| e.artifact.clone()).filter(|p| p != artifact);
             index.models.insert(
                 key.to_string(),
-                IndexEntry {
-                    artifact: artifact.to_string(),
-                    size: manifest.artifact.size,
-                    published_at: now_rfc3339(),
-                    previous,
-                },
+                IndexEntry { artifact: artifact.to_string(), size, published_at: now_rfc3339(), previous: previous.clone() },
             );
-            Ok(())
+            Ok(previous)
         })
         .await
     }

@@ -217,23 +217,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
 
     // Images: truncated, not an image, empty, decompression bomb, and an ROI outside the image.
     let full = png("astronaut.png");
-    // A valid PNG header claiming 60000 x 60000 RGB (correct CRC), no real data.
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend_from_slice(&60000u32.to_be_bytes());
-    ihdr.extend_from_slice(&60000u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut crc = flate2::Crc::new();
-    crc.update(&ihdr);
-    let mut bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d".to_vec();
-    bomb.extend_from_slice(&ihdr);
-    bomb.extend_from_slice(&crc.sum().to_be_bytes());
-    let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
-    let mut crc = flate2::Crc::new();
-    crc.update(idat);
-    bomb.extend_from_slice(&8u32.to_be_bytes());
-    bomb.extend_from_slice(idat);
-    bomb.extend_from_slice(&crc.sum().to_be_bytes());
-    bomb.extend_from_slice(b"\x00\x00\x00\x00IEND\xaeB`\x82");
+    let bomb = d2serve_engine::testing::png_bomb(60000, 60000);
     let roi = r#"{"settings": {"rectangle": {"points": {"exterior": [[10, 10], [900, 900]], "interior": []}}}}"#;
     for (name, bytes, settings, expect) in [
         ("truncated", full[..full.len() / 3].to_vec(), "{}", 400),

@@ -1,0 +1,23 @@
+//! Test support shared by this workspace's tests. Not part of the public API.
+
+/// A valid PNG (correct CRCs) whose header claims `width` x `height` RGB and whose
+/// data is a few bytes: a decompression bomb as the header-only size check sees it.
+pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(png: &mut Vec<u8>, kind_and_data: &[u8]) {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind_and_data);
+        png.extend_from_slice(&(kind_and_data.len() as u32 - 4).to_be_bytes());
+        png.extend_from_slice(kind_and_data);
+        png.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, &ihdr);
+    // A tiny IDAT: the header is all a decoder needs to read.
+    chunk(&mut png, b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01");
+    chunk(&mut png, b"IEND");
+    png
+}
