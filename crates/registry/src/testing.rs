@@ -159,3 +159,76 @@ pub fn fake_artifact(dir: &Path, key: &str, size: usize, seed: u64) -> Manifest 
     std::fs::write(dir.join(MANIFEST_FILE), manifest.to_json()).unwrap();
     manifest
 }
+
+/// A mock Lambda Runtime API on 127.0.0.1 for driving a real function binary
+/// (`AWS_LAMBDA_RUNTIME_API=127.0.0.1:{port}`): hands out `events` one per
+/// `invocation/next` (request ids `req-0`, `req-1`, ...; deadline 60 s ahead) and
+/// records every response or error post as (path, JSON body).
+pub struct MockLambdaRuntime {
+    pub port: u16,
+    pub responses: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl MockLambdaRuntime {
+    pub fn start(function: &str, events: Vec<serde_json::Value>) -> Self {
+        use std::collections::VecDeque;
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::{Arc, Mutex};
+
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let queue = Arc::new(Mutex::new(events.into_iter().enumerate().collect::<VecDeque<_>>()));
+        let responses: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+        let r = responses.clone();
+        let arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{function}");
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let (queue, r, arn) = (queue.clone(), r.clone(), arn.clone());
+                std::thread::spawn(move || {
+                    // Keep-alive: the runtime client reuses its connection.
+                    let mut reader = BufReader::new(s.try_clone().unwrap());
+                    let mut s = s;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut len = 0;
+                        loop {
+                            let mut h = String::new();
+                            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        let _ = reader.read_exact(&mut body);
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        if path.ends_with("/invocation/next") {
+                            let next = queue.lock().unwrap().pop_front();
+                            let Some((i, ev)) = next else {
+                                // No more events: hold the long poll, as Lambda does.
+                                std::thread::sleep(Duration::from_secs(600));
+                                return;
+                            };
+                            let payload = ev.to_string();
+                            let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
+                            let _ = write!(
+                                s,
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: req-{i}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: {arn}\r\nContent-Length: {}\r\n\r\n{payload}",
+                                payload.len()
+                            );
+                        } else {
+                            let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                            r.lock().unwrap().push((path, v));
+                            let _ = write!(s, "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{{}}");
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, responses }
+    }
+}

@@ -6,74 +6,11 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use d2serve_registry::testing::MotoServer;
+use d2serve_registry::testing::{MockLambdaRuntime, MotoServer};
 use serde_json::{Value, json};
-
-type Responses = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// Serves `events` one per `invocation/next` (deadline 60 s ahead), records every response or error post.
-fn runtime_api(events: Vec<Value>) -> (u16, Responses) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let queue = Arc::new(Mutex::new(events.into_iter().enumerate().collect::<VecDeque<_>>()));
-    let responses: Responses = Arc::default();
-    let r = responses.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let (queue, r) = (queue.clone(), r.clone());
-            std::thread::spawn(move || {
-                // Keep-alive: the runtime client reuses its connection.
-                let mut reader = BufReader::new(s.try_clone().unwrap());
-                let mut s = s;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut len = 0;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    let _ = reader.read_exact(&mut body);
-                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    if path.ends_with("/invocation/next") {
-                        let next = queue.lock().unwrap().pop_front();
-                        let Some((i, ev)) = next else {
-                            std::thread::sleep(Duration::from_secs(600));
-                            return;
-                        };
-                        let payload = ev.to_string();
-                        let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
-                        let _ = write!(
-                            s,
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: req-{i}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:batch\r\nContent-Length: {}\r\n\r\n{payload}",
-                            payload.len()
-                        );
-                    } else {
-                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        r.lock().unwrap().push((path, v));
-                        let _ = write!(s, "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{{}}");
-                    }
-                }
-            });
-        }
-    });
-    (port, responses)
-}
 
 fn job() -> Value {
     json!({"model": "r50-fpn-3x", "input": "s3://photos/in/", "output": "s3://photos/out/", "settings": {"conf_thres": 0.3}})
@@ -112,7 +49,7 @@ async fn scheduler_and_distributed_map_events_drive_the_handler() {
         json!({"model": "r50-c4-1x", "input": "s3://photos/in/", "output": "s3://photos/out/"}),
     ];
     let n = events.len();
-    let (port, responses) = runtime_api(events);
+    let MockLambdaRuntime { port, responses } = MockLambdaRuntime::start("batch", events);
     let log = tmp.path().join("lambda.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_batch"))
         .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))

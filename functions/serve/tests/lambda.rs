@@ -5,77 +5,13 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
+use d2serve_registry::testing::MockLambdaRuntime;
 use serde_json::{Value, json};
-
-struct RuntimeApi {
-    port: u16,
-    responses: Arc<Mutex<Vec<(String, Value)>>>,
-}
-
-/// Serves `events` one per `invocation/next`, records every response.
-fn runtime_api(events: Vec<Value>) -> RuntimeApi {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let queue = Arc::new(Mutex::new(events.into_iter().enumerate().collect::<VecDeque<_>>()));
-    let responses: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-    let r = responses.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let (queue, r) = (queue.clone(), r.clone());
-            std::thread::spawn(move || {
-                // Keep-alive: the runtime client reuses its connection.
-                let mut reader = BufReader::new(s.try_clone().unwrap());
-                let mut s = s;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut len = 0;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    let _ = reader.read_exact(&mut body);
-                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    if path.ends_with("/invocation/next") {
-                        let next = queue.lock().unwrap().pop_front();
-                        let Some((i, ev)) = next else {
-                            std::thread::sleep(Duration::from_secs(600));
-                            return;
-                        };
-                        let payload = ev.to_string();
-                        let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
-                        let _ = write!(
-                            s,
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: req-{i}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:serve\r\nContent-Length: {}\r\n\r\n{payload}",
-                            payload.len()
-                        );
-                    } else {
-                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        r.lock().unwrap().push((path, v));
-                        let _ = write!(s, "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{{}}");
-                    }
-                }
-            });
-        }
-    });
-    RuntimeApi { port, responses }
-}
 
 fn function_url_event(method: &str, path: &str, body: &[u8], content_type: &str, binary: bool) -> Value {
     let body = if binary { base64::engine::general_purpose::STANDARD.encode(body) } else { String::from_utf8(body.to_vec()).unwrap() };
@@ -119,7 +55,7 @@ async fn lambda_events_drive_the_same_router() {
         function_url_event("POST", "/inference_image_url", b"{not json", "application/json", false),
         api_gateway_v1_event("/get_custom_inference_settings", "{}"),
     ];
-    let api = runtime_api(events);
+    let api = MockLambdaRuntime::start("serve", events);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_serve"))
         .args(["--registry", &reg, "--model", "r50-fpn-3x"])
         .arg("--cache-dir")
