@@ -90,6 +90,17 @@ impl LoadedModel {
         }
     }
 
+    /// The Supervisely annotation of a prediction, one object per instance with this
+    /// model's class names (what serve answers and batch stores).
+    pub fn annotation(&self, p: &Prediction) -> serde_json::Value {
+        let objects = p
+            .instances
+            .iter()
+            .map(|i| crate::supervisely::object(&self.manifest.classes[i.class_id].name, i.score, &i.mask))
+            .collect();
+        crate::supervisely::annotation(p.height, p.width, objects)
+    }
+
     /// Load a converted folder (`model.onnx` + `manifest.json`) directly.
     pub fn open(dir: &std::path::Path, opts: &crate::runtime::SessionOptions) -> Result<Self, RuntimeError> {
         let manifest = Manifest::read(&dir.join(d2serve_registry::manifest::MANIFEST_FILE)).map_err(|e| RuntimeError::Model {

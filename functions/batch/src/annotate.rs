@@ -6,8 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use d2serve_engine::cache::{LoadError, ModelCache};
-use d2serve_engine::supervisely;
-use d2serve_engine::{LoadedModel, Prediction, Settings};
+use d2serve_engine::{LoadedModel, Settings};
 use d2serve_registry::Catalog;
 use serde_json::Value;
 
@@ -57,16 +56,6 @@ impl EngineAnnotator {
     }
 }
 
-/// The annotation exactly as serve answers it.
-pub fn annotation_json(model: &LoadedModel, p: &Prediction) -> Value {
-    let objects = p
-        .instances
-        .iter()
-        .map(|i| supervisely::object(&model.manifest.classes[i.class_id].name, i.score, &i.mask))
-        .collect();
-    supervisely::annotation(p.height, p.width, objects)
-}
-
 #[async_trait]
 impl Annotator for EngineAnnotator {
     async fn annotate(&self, image: Bytes) -> Result<Value, String> {
@@ -75,7 +64,7 @@ impl Annotator for EngineAnnotator {
         tokio::task::spawn_blocking(move || {
             let img = d2serve_engine::decode(&image, max_pixels).map_err(|e| e.to_string())?;
             let p = model.predict(&img, &settings).map_err(|e| e.to_string())?;
-            Ok(annotation_json(&model, &p))
+            Ok(model.annotation(&p))
         })
         .await
         .map_err(|e| format!("inference crashed: {e}"))?

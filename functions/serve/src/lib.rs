@@ -253,18 +253,9 @@ async fn run_inference(st: &Arc<AppState>, entry: &ModelEntry, bytes: Vec<u8>, s
     })
 }
 
-fn annotation_json(model: &LoadedModel, p: &Prediction) -> Value {
-    let objects = p
-        .instances
-        .iter()
-        .map(|i| supervisely::object(&model.manifest.classes[i.class_id].name, i.score, &i.mask))
-        .collect();
-    supervisely::annotation(p.height, p.width, objects)
-}
-
 fn prediction_json(model: &LoadedModel, p: &Prediction, name: Option<&str>, image_id: Option<i64>) -> Value {
     json!({
-        "annotation": annotation_json(model, p),
+        "annotation": model.annotation(p),
         "data": {},
         "image_id": image_id,
         "image_name": name,
@@ -604,7 +595,7 @@ async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<
             .collect();
         json!({"model": entry.key, "height": p.height, "width": p.width, "results": results})
     } else {
-        json!({"model": entry.key, "annotation": annotation_json(&a.model, &a.prediction)})
+        json!({"model": entry.key, "annotation": a.model.annotation(&a.prediction)})
     };
     Ok(respond(entry, out, &a.timings, enc, &st))
 }
