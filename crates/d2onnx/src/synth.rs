@@ -282,19 +282,19 @@ impl Rng {
     }
 }
 
-/// Extra factor for the output layers, so that a synthesized model does the work a
-/// trained one does (what benchmarks time): plain random box deltas push every box to
-/// the clamp, NMS then keeps a handful of proposals and the box head runs on those
-/// only. Near-zero deltas keep proposals at their anchors (RPN keeps its 1000), and
-/// small class weights put a few tens of detections above the 0.05 score threshold
-/// (35 on astronaut at 800x800 for R50-FPN; Detectron2's reference run had 25).
-fn output_layer_factor(name: &str) -> f32 {
+/// (weight factor, bias range) of a parameter's layer, so that a synthesized model does
+/// the work a trained one does (what benchmarks time): plain random box deltas push
+/// every box to the clamp, NMS then keeps a handful of proposals and the box head runs
+/// on those only. Near-zero deltas keep proposals at their anchors (RPN keeps its
+/// 1000), and small class weights put a few tens of detections above the 0.05 score
+/// threshold (35 on astronaut at 800x800 for R50-FPN; Detectron2's reference run had 25).
+fn layer_scales(name: &str) -> (f32, f32) {
     if name.contains("anchor_deltas") || name.contains("bbox_pred") {
-        0.01
-    } else if name.contains("cls_score.weight") {
-        0.005
+        (0.01, 0.001)
+    } else if name.contains("cls_score") {
+        (0.005, 0.1)
     } else {
-        1.0
+        (1.0, 0.1)
     }
 }
 
@@ -302,15 +302,15 @@ fn values(param: &Param, rng: &mut Rng) -> Vec<f32> {
     let n: usize = param.shape.iter().product();
     // Fan-in scaled weights keep activations bounded through deep networks.
     let fan_in: usize = param.shape.iter().skip(1).product::<usize>().max(1);
-    let scale = (3.0 / fan_in as f32).sqrt() * output_layer_factor(&param.name);
-    let deltas = param.name.contains("anchor_deltas") || param.name.contains("bbox_pred");
+    let (weight_factor, bias_range) = layer_scales(&param.name);
+    let scale = (3.0 / fan_in as f32).sqrt() * weight_factor;
     (0..n)
         .map(|_| {
             let u = rng.next_f32() * 2.0 - 1.0;
             match param.role {
                 Role::Weight => u * scale,
-                Role::Bias if deltas => u * 0.001,
-                Role::Bias | Role::NormShift | Role::NormMean => u * 0.1,
+                Role::Bias => u * bias_range,
+                Role::NormShift | Role::NormMean => u * 0.1,
                 Role::NormScale => 1.0 + u * 0.1,
                 Role::NormVar => 1.0 + u * 0.5,
             }
