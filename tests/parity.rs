@@ -42,7 +42,7 @@ use std::path::Path;
 use d2serve_d2onnx::ConvertOptions;
 use d2serve_engine::runtime::{Model, RawDetections, SessionOptions};
 use d2serve_registry::Catalog;
-use support::{Npy, fixtures, graph_input, iou, ort_available};
+use support::{Npy, fixtures, graph_input, iou, match_instances, ort_available};
 
 #[derive(Default, Debug, Clone)]
 struct Tally {
@@ -248,31 +248,24 @@ fn check_features(family: &str, dir: &Path, det: &RawDetections, other: &RawDete
 /// Match `det` against `reference` under the contract's rules, into `t`.
 fn compare(reference: &Reference, det: &RawDetections, t: &mut Tally) {
     let m = det.mask_size;
-    let mut used = vec![false; det.scores.len()];
-    for (gb, score, class, gprobs) in &reference.instances {
-        let best = (0..det.scores.len())
-            .filter(|&j| !used[j] && det.classes[j] == *class && (det.scores[j] - score).abs() <= 1e-3)
-            .map(|j| (j, iou(gb, &det.boxes[j])))
-            .filter(|&(_, i)| i >= 0.99)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((j, i)) = best {
-            used[j] = true;
-            t.matched += 1;
-            t.worst_score = t.worst_score.max((det.scores[j] - score).abs());
-            t.worst_box_iou = t.worst_box_iou.min(i);
-            assert_eq!(gprobs.len(), m * m, "mask resolution");
-            let ours = &det.mask_probs[j * m * m..(j + 1) * m * m];
-            let d = ours.iter().zip(gprobs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            let res = (m / 2) as f32;
-            if mask_sampling(gb, res) == mask_sampling(&det.boxes[j], res) {
-                t.mask_diffs.push(d);
-            } else {
-                t.at_discontinuity += 1;
-            }
+    let pairs = match_instances(reference.instances.iter().map(|(b, s, c, _)| (*b, *s, *c)), det);
+    for &(i, j, box_iou) in &pairs {
+        let (gb, score, _, gprobs) = &reference.instances[i];
+        t.matched += 1;
+        t.worst_score = t.worst_score.max((det.scores[j] - score).abs());
+        t.worst_box_iou = t.worst_box_iou.min(box_iou);
+        assert_eq!(gprobs.len(), m * m, "mask resolution");
+        let ours = &det.mask_probs[j * m * m..(j + 1) * m * m];
+        let d = ours.iter().zip(gprobs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let res = (m / 2) as f32;
+        if mask_sampling(gb, res) == mask_sampling(&det.boxes[j], res) {
+            t.mask_diffs.push(d);
+        } else {
+            t.at_discontinuity += 1;
         }
     }
     t.golden += reference.instances.len();
-    t.extra += used.iter().filter(|u| !**u).count();
+    t.extra += det.scores.len() - pairs.len();
 
     let (props, _) = det.proposals.as_ref().expect("debug outputs");
     for g in &reference.proposals {

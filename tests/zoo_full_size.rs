@@ -19,22 +19,7 @@ use std::path::Path;
 use d2serve_d2onnx::ConvertOptions;
 use d2serve_engine::runtime::{Model, RawDetections, SessionOptions};
 use d2serve_registry::Catalog;
-use support::{Npy, fixtures, iou, ort_available};
-
-/// Detections as both sides give them: boxes, scores, classes, `N x M x M` mask probabilities.
-struct Dets<'a> {
-    boxes: &'a [[f32; 4]],
-    scores: &'a [f32],
-    classes: &'a [i64],
-    masks: &'a [f32],
-    m: usize,
-}
-
-impl<'a> Dets<'a> {
-    fn of(d: &'a RawDetections) -> Self {
-        Dets { boxes: &d.boxes, scores: &d.scores, classes: &d.classes, masks: &d.mask_probs, m: d.mask_size }
-    }
-}
+use support::{Npy, fixtures, match_instances, ort_available};
 
 struct Agreement {
     reference: usize,
@@ -54,31 +39,19 @@ impl Agreement {
     }
 }
 
-/// Greedy matching in the reference's score order: same class, box IoU >= 0.99,
-/// |score difference| <= 1e-3; the mask difference is over matched pairs.
-fn agreement(reference: &Dets, ours: &Dets) -> Agreement {
-    let mm = reference.m * reference.m;
-    let mut used = vec![false; ours.scores.len()];
-    let (mut matched, mut worst_score, mut worst_mask) = (0, 0f32, 0f32);
-    for i in 0..reference.scores.len() {
-        let best = (0..ours.scores.len())
-            .filter(|&j| !used[j] && ours.classes[j] == reference.classes[i] && (ours.scores[j] - reference.scores[i]).abs() <= 1e-3)
-            .map(|j| (j, iou(&reference.boxes[i], &ours.boxes[j])))
-            .filter(|&(_, v)| v >= 0.99)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((j, _)) = best {
-            used[j] = true;
-            matched += 1;
-            worst_score = worst_score.max((ours.scores[j] - reference.scores[i]).abs());
-            if ours.m == reference.m {
-                let (a, b) = (&reference.masks[i * mm..(i + 1) * mm], &ours.masks[j * mm..(j + 1) * mm]);
-                worst_mask = a.iter().zip(b).fold(worst_mask, |w, (x, y)| w.max((x - y).abs()));
-            } else {
-                worst_mask = f32::INFINITY;
-            }
-        }
+/// The contract's matching (`support::match_instances`) of `ours` against `reference`,
+/// with the worst score and mask differences over the matched pairs.
+fn agreement(reference: &RawDetections, ours: &RawDetections) -> Agreement {
+    assert_eq!(reference.mask_size, ours.mask_size, "mask resolution");
+    let mm = ours.mask_size * ours.mask_size;
+    let pairs = match_instances((0..reference.scores.len()).map(|i| (reference.boxes[i], reference.scores[i], reference.classes[i])), ours);
+    let (mut worst_score, mut worst_mask) = (0f32, 0f32);
+    for &(i, j, _) in &pairs {
+        worst_score = worst_score.max((ours.scores[j] - reference.scores[i]).abs());
+        let (a, b) = (&reference.mask_probs[i * mm..(i + 1) * mm], &ours.mask_probs[j * mm..(j + 1) * mm]);
+        worst_mask = a.iter().zip(b).fold(worst_mask, |w, (x, y)| w.max((x - y).abs()));
     }
-    Agreement { reference: reference.scores.len(), matched, extra: ours.scores.len() - matched, worst_score, worst_mask }
+    Agreement { reference: reference.scores.len(), matched: pairs.len(), extra: ours.scores.len() - pairs.len(), worst_score, worst_mask }
 }
 
 /// Compares our run with Detectron2's stored outputs; on failure, decides with our own
@@ -96,10 +69,8 @@ fn check_against_detectron2(key: &str, alias: &str, model_path: &Path, rgb: &[u8
     let scores: Vec<f32> = json["scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     let classes: Vec<i64> = json["classes"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
     let npy = Npy::read(&dir.join("mask_probs.npy"));
-    let masks = npy.f32();
-    let m = npy.shape[1];
-    let d2 = Dets { boxes: &boxes, scores: &scores, classes: &classes, masks: &masks, m };
-    let a = agreement(&d2, &Dets::of(ours));
+    let d2 = RawDetections { boxes, scores, classes, mask_probs: npy.f32(), mask_size: npy.shape[1], proposals: None, features: Vec::new() };
+    let a = agreement(&d2, ours);
     let summary = format!(
         "{} of Detectron2's {} matched, {} extra, worst |dscore| {:.1e}, worst mask |d| {:.1e}",
         a.matched, a.reference, a.extra, a.worst_score, a.worst_mask
@@ -109,7 +80,7 @@ fn check_against_detectron2(key: &str, alias: &str, model_path: &Path, rgb: &[u8
     }
     let mut plain = Model::load(model_path, &SessionOptions { optimize: false, ..Default::default() }).unwrap();
     let other = plain.run(rgb, h, w).unwrap();
-    let own = agreement(&Dets::of(ours), &Dets::of(&other));
+    let own = agreement(ours, &other);
     if own.instances_ok() {
         // Well-conditioned: the contract holds, the mask bound no tighter than our own float32 spread allows.
         let bound = (4.0 * own.worst_mask).max(1e-3);

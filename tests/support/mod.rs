@@ -88,3 +88,27 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
     inter / ua.max(1e-9)
 }
+
+/// The parity contract's instance matching: for each reference instance in order
+/// (score order), the unused detection of `det` with the same class, |score
+/// difference| <= 1e-3 and the highest box IoU, if that IoU is >= 0.99. Returns
+/// (reference index, detection index, IoU) per match.
+pub fn match_instances(
+    reference: impl IntoIterator<Item = ([f32; 4], f32, i64)>,
+    det: &d2serve_engine::runtime::RawDetections,
+) -> Vec<(usize, usize, f32)> {
+    let mut used = vec![false; det.scores.len()];
+    let mut pairs = Vec::new();
+    for (i, (gb, score, class)) in reference.into_iter().enumerate() {
+        let best = (0..det.scores.len())
+            .filter(|&j| !used[j] && det.classes[j] == class && (det.scores[j] - score).abs() <= 1e-3)
+            .map(|j| (j, iou(&gb, &det.boxes[j])))
+            .filter(|&(_, v)| v >= 0.99)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((j, v)) = best {
+            used[j] = true;
+            pairs.push((i, j, v));
+        }
+    }
+    pairs
+}
