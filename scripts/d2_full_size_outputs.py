@@ -26,29 +26,15 @@ from PIL import Image
 def main():
     cfg_path, pkl, image, min_size, max_size, out = sys.argv[1:7]
     import detectron2
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import transforms as T
 
-    torch.set_num_threads(2)
-    if cfg_path.endswith(".py"):
-        from detectron2.config import LazyConfig, instantiate
+    import d2model
 
-        model = instantiate(LazyConfig.load(cfg_path).model)
-    else:
-        from detectron2.config import get_cfg
-        from detectron2.modeling import build_model
-
-        cfg = get_cfg()
-        cfg.merge_from_file(cfg_path)
-        cfg.MODEL.DEVICE = "cpu"
-        model = build_model(cfg)
-    model.eval()
-    DetectionCheckpointer(model).load(pkl)
+    model = d2model.load(cfg_path, pkl)
     rgb = np.asarray(Image.open(image).convert("RGB"))
     rgb = T.ResizeShortestEdge([int(min_size)] * 2, int(max_size)).get_transform(rgb).apply_image(rgb)
-    chw = (rgb if model.input_format == "RGB" else rgb[:, :, ::-1]).astype("float32").transpose(2, 0, 1).copy()
     with torch.no_grad():
-        inst = model.inference([{"image": torch.as_tensor(chw)}], do_postprocess=False)[0]
+        inst = model.inference([{"image": d2model.network_input(model, rgb)}], do_postprocess=False)[0]
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, "mask_probs.npy"), inst.pred_masks.numpy()[:, 0].astype(np.float32))
     with open(os.path.join(out, "outputs.json"), "w") as f:

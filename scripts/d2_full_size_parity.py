@@ -6,19 +6,10 @@
 import sys, json, time, numpy as np, torch
 from PIL import Image
 import onnxruntime as ort
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
-torch.set_num_threads(2)
+import d2model
 cfg_path, pkl, art = sys.argv[1:4]; images = sys.argv[4:]
-if cfg_path.endswith('.py'):
-    from detectron2.config import LazyConfig, instantiate
-    c = LazyConfig.load(cfg_path); model = instantiate(c.model)
-else:
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    c = get_cfg(); c.merge_from_file(cfg_path); c.MODEL.DEVICE = 'cpu'; model = build_model(c)
-model.eval(); DetectionCheckpointer(model).load(pkl)
-fmt = model.input_format if hasattr(model, 'input_format') else 'BGR'
+model = d2model.load(cfg_path, pkl)
 man = json.load(open(art + '/manifest.json')); rs = man['resize']
 sess = ort.InferenceSession(art + '/model.onnx', providers=['CPUExecutionProvider'])
 def iou(a, b):
@@ -28,10 +19,9 @@ def iou(a, b):
 for path in images:
     rgb = np.asarray(Image.open(path).convert('RGB'))
     img = T.ResizeShortestEdge([rs['min_size']]*2, rs['max_size']).get_transform(rgb).apply_image(rgb)
-    chw = (img if fmt == 'RGB' else img[:, :, ::-1]).astype('float32').transpose(2, 0, 1).copy()
     t = time.perf_counter()
     with torch.no_grad():
-        inst = model.inference([{'image': torch.as_tensor(chw)}], do_postprocess=False)[0]
+        inst = model.inference([{'image': d2model.network_input(model, img)}], do_postprocess=False)[0]
     td = time.perf_counter() - t
     db, ds, dc = inst.pred_boxes.tensor.numpy(), inst.scores.numpy(), inst.pred_classes.numpy()
     dm = inst.pred_masks.numpy()[:, 0]

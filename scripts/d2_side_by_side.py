@@ -2,28 +2,26 @@
 # Side by side on one machine, one process, interleaved: Detectron2 (PyTorch) `model()` vs our
 # converted graph in Python onnxruntime (the libonnxruntime the engine loads). By hand, where
 # Detectron2 is installed (not on PyPI, so not in CI); docs/BENCHMARKS.md has the results.
-# Usage: d2_side_by_side.py CONFIG.yaml CHECKPOINT.pkl MODEL.onnx IMAGE[,IMAGE...] [ROUNDS]
+# Usage: d2_side_by_side.py CONFIG(.yaml|.py) CHECKPOINT.pkl ARTIFACT_DIR/model.onnx IMAGE[,IMAGE...] [ROUNDS]
 import sys, time, json, numpy as np, torch
 from PIL import Image
 import onnxruntime as ort
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-from detectron2.checkpoint import DetectionCheckpointer
+import os
 from detectron2.data import transforms as T
+import d2model
 cfg_file, pkl, onnx_path, images = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(',')
 rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 5
-torch.set_num_threads(2)
-cfg = get_cfg(); cfg.merge_from_file(cfg_file); cfg.MODEL.DEVICE = 'cpu'; cfg.MODEL.WEIGHTS = pkl
-model = build_model(cfg).eval(); DetectionCheckpointer(model).load(pkl)
+model = d2model.load(cfg_file, pkl)
 so = ort.SessionOptions(); so.intra_op_num_threads = 2
 sess = ort.InferenceSession(onnx_path, so, providers=['CPUExecutionProvider'])
-aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST]*2, cfg.INPUT.MAX_SIZE_TEST)
+rs = json.load(open(os.path.join(os.path.dirname(onnx_path), 'manifest.json')))['resize']
+aug = T.ResizeShortestEdge([rs['min_size']]*2, rs['max_size'])
 out = {}
 for path in images:
     rgb = np.asarray(Image.open(path).convert('RGB'))
     h, w = rgb.shape[:2]
     resized = aug.get_transform(rgb).apply_image(rgb)
-    x = torch.as_tensor(resized[:, :, ::-1].astype('float32').transpose(2, 0, 1).copy())
+    x = d2model.network_input(model, resized)
     def d2():
         with torch.no_grad(): return model([{'image': x, 'height': h, 'width': w}])[0]['instances']
     def ours():
