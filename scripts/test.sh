@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
 # The deployment templates and Dockerfiles (cfn-lint, hadolint): seconds, and a failure stops here.
 infra/lint.sh
+# A one-shot build gains nothing from incremental state; it only costs disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1
 # --nocapture: the parity tests print their measured worst cases.
 cargo test --workspace --locked --no-fail-fast -- --nocapture
