@@ -4,6 +4,8 @@
 
 pub mod bench;
 pub mod cache;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod decode;
 pub mod overlay;
 pub mod paste;

@@ -12,11 +12,11 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use d2serve_batch::event::{JobRequest, Source, parse_event, parse_settings};
 use d2serve_batch::job::{Outcome, Progress};
-use d2serve_batch::storage::{S3Config, s3_client};
+use d2serve_batch::storage::s3_client;
 use d2serve_batch::{Deadline, Location, Runner};
-use d2serve_engine::cache::{CacheLimits, ModelCache, default_cache_dir};
-use d2serve_engine::runtime::{Device, SessionOptions, available_cpus};
-use d2serve_registry::{Catalog, Registry, open_store};
+use d2serve_engine::cache::CacheLimits;
+use d2serve_engine::cli::ModelSourceArgs;
+use d2serve_registry::Catalog;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,31 +56,14 @@ struct Args {
     /// Images in flight at once (downloads and uploads overlap inference).
     #[arg(long, env = "D2_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
-    /// Registry to load the model from: file://PATH, a path, or s3://BUCKET[/PREFIX].
-    #[arg(long, env = "D2_REGISTRY", default_value = "registry")]
-    registry: String,
-    /// Local folder for fetched model artifacts [default: /tmp/d2serve-models on Lambda, else ~/.cache/d2serve/models].
-    #[arg(long, env = "D2_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Execution provider: cpu, cuda, or auto.
-    #[arg(long, env = "D2_DEVICE", default_value = "cpu")]
-    device: Device,
-    /// ONNX Runtime intra-op threads [default: the CPUs this process may use].
-    #[arg(long, env = "D2_THREADS")]
-    threads: Option<usize>,
+    #[command(flatten)]
+    source: ModelSourceArgs,
     /// Largest image, in pixels (checked from the header, before decoding).
     #[arg(long, env = "D2_MAX_PIXELS", default_value_t = 50_000_000)]
     max_pixels: u64,
     /// Largest image file, in bytes.
     #[arg(long, env = "D2_MAX_IMAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_image_bytes: u64,
-    /// S3 endpoint for S3-compatible servers (AWS_ENDPOINT_URL works too).
-    #[arg(long, env = "D2_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    #[arg(long, env = "D2_S3_REGION")]
-    s3_region: Option<String>,
-    #[arg(long, env = "D2_S3_PATH_STYLE")]
-    s3_path_style: bool,
     /// Print where ONNX Runtime is found and load it, then exit (checks a container image).
     #[arg(long, hide = true)]
     check_runtime: bool,
@@ -149,21 +132,13 @@ async fn run(in_lambda: bool) -> Result<ExitCode> {
     let needs_s3 = req.as_ref().is_none_or(|r| r.input.is_s3() || r.output.is_s3());
     let catalog = Catalog::embedded()?;
     let default_model = catalog.require(&args.model)?.key.clone();
-    let s3cfg = S3Config { endpoint: args.s3_endpoint.clone(), region: args.s3_region.clone(), force_path_style: args.s3_path_style };
-    let store = open_store(&args.registry, &s3cfg).await.context("opening the registry")?;
-    // `auto`: CUDA when its provider loads, else CPU (the engine logs which).
-    let session = SessionOptions { device: args.device, intra_threads: args.threads.unwrap_or_else(available_cpus), ..Default::default() };
-    let cache = Arc::new(ModelCache::new(
-        Registry::new(store),
-        args.cache_dir.clone().unwrap_or_else(default_cache_dir),
-        session,
-        // One job, one model: keep a single session.
-        CacheLimits { max_models: 1, max_bytes: u64::MAX },
-    ));
+    // One job, one model: keep a single session.
+    let limits = CacheLimits { max_models: 1, max_bytes: u64::MAX };
+    let cache = Arc::new(args.source.model_cache(limits).await.context("opening the registry")?);
     let runner = Runner {
         catalog,
         cache,
-        s3: if needs_s3 { Some(s3_client(&s3cfg).await) } else { None },
+        s3: if needs_s3 { Some(s3_client(&args.source.s3_config()).await) } else { None },
         default_model,
         concurrency: args.concurrency,
         max_pixels: args.max_pixels,
@@ -172,7 +147,7 @@ async fn run(in_lambda: bool) -> Result<ExitCode> {
     };
 
     if in_lambda {
-        tracing::info!(registry = %args.registry, default_model = %runner.default_model, "batch starting under Lambda");
+        tracing::info!(registry = %args.source.registry, default_model = %runner.default_model, "batch starting under Lambda");
         let runner = &runner;
         lambda_runtime::run(lambda_runtime::service_fn(move |ev| async move { runner.handle(ev).await }))
             .await

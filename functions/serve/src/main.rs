@@ -3,15 +3,15 @@
 //! the `d2serve_serve` library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use d2serve_engine::cache::{CacheLimits, ModelCache, default_cache_dir};
-use d2serve_engine::runtime::{Device, SessionOptions, available_cpus};
-use d2serve_registry::{Catalog, Registry, S3Config, open_store};
+use d2serve_engine::cache::CacheLimits;
+use d2serve_engine::cli::ModelSourceArgs;
+use d2serve_engine::runtime::available_cpus;
+use d2serve_registry::Catalog;
 use d2serve_serve::fetch::{Fetcher, SystemLookup};
 use d2serve_serve::ssrf::AllowList;
 use d2serve_serve::{AppState, Config, router};
@@ -24,21 +24,14 @@ use d2serve_serve::{AppState, Config, router};
     after_help = "Examples:\n  serve --registry file://./registry --model r50-fpn-3x --listen 127.0.0.1:8000\n  D2_REGISTRY=s3://models/registry D2_DEFAULT_MODEL=r50-fpn-3x serve --listen 0.0.0.0:8080\n\nUnder AWS Lambda (AWS_LAMBDA_RUNTIME_API set) the same binary answers Function URL / API Gateway events."
 )]
 struct Args {
-    /// Registry to load models from: file://PATH, a path, or s3://BUCKET[/PREFIX].
-    #[arg(long, env = "D2_REGISTRY", default_value = "registry")]
-    registry: String,
     /// Model used when a request names none (catalog key or alias).
     #[arg(long = "model", env = "D2_DEFAULT_MODEL", default_value = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x")]
     default_model: String,
+    #[command(flatten)]
+    source: ModelSourceArgs,
     /// Address to listen on outside Lambda.
     #[arg(long, env = "D2_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// Execution provider: cpu, cuda, or auto (CUDA if usable, else CPU).
-    #[arg(long, env = "D2_DEVICE", default_value = "cpu")]
-    device: Device,
-    /// Local folder for fetched artifacts [default: /tmp/d2serve-models on Lambda, else ~/.cache/d2serve/models].
-    #[arg(long, env = "D2_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
     /// Models kept loaded at once.
     #[arg(long, env = "D2_MAX_MODELS", default_value_t = 2)]
     max_models: usize,
@@ -63,16 +56,6 @@ struct Args {
     /// Supervisely API token used when a request carries none.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     supervisely_token: Option<String>,
-    /// ONNX Runtime intra-op threads [default: the CPUs this process may use].
-    #[arg(long, env = "D2_THREADS")]
-    threads: Option<usize>,
-    /// S3 endpoint for S3-compatible registries (AWS_ENDPOINT_URL works too).
-    #[arg(long, env = "D2_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    #[arg(long, env = "D2_S3_REGION")]
-    s3_region: Option<String>,
-    #[arg(long, env = "D2_S3_PATH_STYLE")]
-    s3_path_style: bool,
     /// Load the default model before answering (containers; Lambda loads on first use).
     #[arg(long, env = "D2_PRELOAD")]
     preload: bool,
@@ -90,34 +73,13 @@ async fn main() -> Result<()> {
 
     let catalog = Catalog::embedded()?;
     let default_entry = catalog.require(&args.default_model)?;
-    let s3 = S3Config {
-        endpoint: args.s3_endpoint.clone(),
-        region: args.s3_region.clone(),
-        force_path_style: args.s3_path_style,
-    };
-    let store = open_store(&args.registry, &s3).await.context("opening the registry")?;
-    let registry = Registry::new(store);
     let allow = if args.allow_hosts.trim().is_empty() {
         AllowList::default()
     } else {
         AllowList::parse(&args.allow_hosts).map_err(anyhow::Error::msg)?
     };
-    // `auto` is resolved per session: CUDA when its provider loads, else CPU (logged).
-    let device = args.device;
-    let session = SessionOptions {
-        device,
-        intra_threads: args.threads.unwrap_or_else(available_cpus),
-        ..Default::default()
-    };
-    let cache = Arc::new(ModelCache::new(
-        registry,
-        args.cache_dir.clone().unwrap_or_else(default_cache_dir),
-        session,
-        CacheLimits {
-            max_models: args.max_models,
-            max_bytes: args.max_model_bytes,
-        },
-    ));
+    let limits = CacheLimits { max_models: args.max_models, max_bytes: args.max_model_bytes };
+    let cache = Arc::new(args.source.model_cache(limits).await.context("opening the registry")?);
     let fetcher = Fetcher::new(allow, Arc::new(SystemLookup), args.max_body_bytes, Duration::from_secs(args.fetch_timeout));
     let cfg = Config {
         catalog: catalog.clone(),
@@ -126,12 +88,12 @@ async fn main() -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         supervisely_server: args.supervisely_server.clone(),
         supervisely_token: args.supervisely_token.clone(),
-        s3,
-        device: format!("{device:?}").to_lowercase(),
+        s3: args.source.s3_config(),
+        device: format!("{:?}", args.source.device).to_lowercase(),
     };
     let state = AppState::new(cfg, cache.clone(), fetcher);
     let app = router(state);
-    tracing::info!(registry = %args.registry, default_model = %default_entry.key, lambda = in_lambda, threads = available_cpus(), "serve starting");
+    tracing::info!(registry = %args.source.registry, default_model = %default_entry.key, lambda = in_lambda, threads = available_cpus(), "serve starting");
 
     if in_lambda {
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
