@@ -286,8 +286,8 @@ impl Rng {
 /// the work a trained one does (what benchmarks time): plain random box deltas push
 /// every box to the clamp, NMS then keeps a handful of proposals and the box head runs
 /// on those only. Near-zero deltas keep proposals at their anchors (RPN keeps its
-/// 1000), and small class weights put a few tens of detections above the 0.05 score
-/// threshold (35 on astronaut at 800x800 for R50-FPN; Detectron2's reference run had 25).
+/// 1000), and small class weights put detections above the 0.05 score threshold
+/// (R50-FPN: 100 on astronaut at 800x800; Detectron2's reference run had 25).
 /// `class_gain` scales the class weights per architecture (see [`class_logit_gain`]).
 fn layer_scales(name: &str, class_gain: f32) -> (f32, f32) {
     if name.contains("anchor_deltas") || name.contains("bbox_pred") {
