@@ -305,7 +305,7 @@ fn layer_scales(name: &str, class_gain: f32) -> (f32, f32) {
     }
 }
 
-/// How much larger than R50-FPN's the class weights of catalog entry `key` are.
+/// The factor on catalog entry `key`'s class weights (on top of the base 0.005).
 /// Random weights leave each architecture's box-head features at a different scale
 /// (normalized heads and RegNets tiny, R101's large), so one class-weight factor gave
 /// R50-FPN 100 detections at 320 px and ten other architectures none, and their heads
@@ -357,6 +357,8 @@ fn values(param: &Param, class_gain: f32, rng: &mut Rng) -> Vec<f32> {
     // small residual branches: at full scale, deep random stacks are chaotic (R101: 31
     // of 730 proposals survived 1e-3 input noise in Detectron2, against 1000 of 1000 at
     // 0.3; scripts/d2_conditioning.py), so no two float32 implementations could agree.
+    // The name also catches the third conv's norm of the 4conv1fc box heads (LSJ, GN),
+    // which is not a residual branch; the class gains were measured with it so.
     let branch = if param.name.contains(".conv3.norm.") { RESIDUAL_BRANCH_SCALE } else { 1.0 };
     (0..n)
         .map(|_| {
