@@ -6,10 +6,12 @@ per-op node time of each. By hand (the export needs Detectron2, which is not on 
 
     python scripts/d2_export_side_by_side.py OURS.onnx PEER.onnx IMAGE [ROUNDS] [PROFILE]
 
-The peer graph takes float32 BGR CHW, fixed to the shape it was traced with, so IMAGE
-must be the one the peer was exported with.
+OURS.onnx sits in its artifact folder (manifest.json beside it gives the resize). The
+peer graph takes float32 BGR CHW, fixed to the shape it was traced with, so IMAGE must
+be the one the peer was exported with.
 """
 import json
+import os
 import sys
 import time
 
@@ -35,13 +37,13 @@ def main():
 
     ours, ours_load = session(ours_path, "ours")
     peer, peer_load = session(peer_path, "peer")
+    # Detectron2's own resize (what export_model.py traced with), at our manifest's sizes.
+    from detectron2.data import transforms as T
+
+    with open(os.path.join(os.path.dirname(ours_path), "manifest.json")) as f:
+        rs = json.load(f)["resize"]
     rgb = np.asarray(Image.open(image).convert("RGB"))
-    h, w = rgb.shape[:2]
-    scale = 800 / min(h, w)
-    if max(h, w) * scale > 1333:
-        scale = 1333 / max(h, w)
-    size = (int(w * scale + 0.5), int(h * scale + 0.5))
-    resized = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+    resized = T.ResizeShortestEdge([rs["min_size"]] * 2, rs["max_size"]).get_transform(rgb).apply_image(rgb)
     bgr_chw = np.ascontiguousarray(resized[:, :, ::-1].astype("float32").transpose(2, 0, 1))
     peer_input = peer.get_inputs()[0].name
     run_ours = lambda: ours.run(None, {"image": resized})

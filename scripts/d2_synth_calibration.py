@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Measures what `class_logit_gain` in crates/d2onnx/src/synth.rs records: for a
 checkpoint synthesized with gain 1, the standard deviation of the box predictor's
-class logits (bias excluded) over the proposals of IMAGE at a 320-pixel short side,
+class logits (bias excluded) over the proposals of IMAGE resized as tests/zoo_full_size.rs
+does (short side 320, long side at most 512),
 and how many (proposal, class) pairs clear the 0.05 score threshold. Cascade models
-print one line per stage.
+print one line per stage. The spread is linear in the gain, so a checkpoint written with
+gain g measures g times the figure to record.
 
 By hand, where Detectron2 is installed (not on PyPI, so not in CI):
 
@@ -24,7 +26,7 @@ def main():
     cfg, pkl, image = sys.argv[1:4]
     model = d2model.load(cfg, pkl)
     rgb = np.asarray(Image.open(image).convert("RGB"))
-    rgb = T.ResizeShortestEdge([320] * 2, 533).get_transform(rgb).apply_image(rgb)
+    rgb = T.ResizeShortestEdge([320] * 2, 512).get_transform(rgb).apply_image(rgb)
     logits = []
     predictors = model.roi_heads.box_predictor
     predictors = list(predictors) if isinstance(predictors, torch.nn.ModuleList) else [predictors]
