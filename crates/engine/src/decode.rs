@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -13,6 +13,9 @@ pub enum DecodeError {
     Empty,
     #[error("not a supported image (JPEG, PNG, WebP, BMP or TIFF expected)")]
     UnknownFormat,
+    /// A supported format using a feature the decoder lacks (e.g. float TIFF samples).
+    #[error("this {format} image uses a feature that cannot be decoded ({detail}); re-save it as 8-bit RGB")]
+    UnsupportedFeature { format: String, detail: String },
     #[error("the image is {width}x{height} = {pixels} pixels, over the limit of {limit} pixels")]
     TooLarge {
         width: u32,
@@ -56,13 +59,17 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(DecodeError::UnknownFormat);
-    }
-    let mut decoder = reader.into_decoder().map_err(|e| match e {
-        image::ImageError::Unsupported(_) => DecodeError::UnknownFormat,
+    let format = match reader.format() {
+        Some(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Bmp | ImageFormat::Tiff)) => f,
+        _ => return Err(DecodeError::UnknownFormat),
+    };
+    let unsupported = |e: image::ImageError| match e {
+        image::ImageError::Unsupported(u) => {
+            DecodeError::UnsupportedFeature { format: format!("{format:?}").to_uppercase(), detail: u.to_string() }
+        }
         other => DecodeError::Corrupt(other.to_string()),
-    })?;
+    };
+    let mut decoder = reader.into_decoder().map_err(unsupported)?;
     let (width, height) = decoder.dimensions();
     let pixels = width as u64 * height as u64;
     if width == 0 || height == 0 {
@@ -85,7 +92,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
         .set_limits(limits)
         .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(unsupported)?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -110,6 +117,29 @@ mod tests {
             Err(DecodeError::TooLarge { pixels, .. }) => assert_eq!(pixels, 3_600_000_000),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A known format whose variant cannot be decoded is named as such (not
+    /// "not an image"); a format outside the list is refused as unknown.
+    #[test]
+    fn names_unsupported_variants_of_supported_formats() {
+        // 2x2 single-channel float32 TIFF (what Pillow writes for mode "F").
+        const FLOAT_TIFF: [u8; 150] = [
+            73, 73, 42, 0, 8, 0, 0, 0, 10, 0, 0, 1, 4, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 1, 4, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 1,
+            3, 0, 1, 0, 0, 0, 32, 0, 0, 0, 3, 1, 3, 0, 1, 0, 0, 0, 1, 0, 0, 0, 6, 1, 3, 0, 1, 0, 0, 0, 1, 0, 0, 0, 17, 1, 4,
+            0, 1, 0, 0, 0, 134, 0, 0, 0, 22, 1, 4, 0, 1, 0, 0, 0, 2, 0, 0, 0, 23, 1, 4, 0, 1, 0, 0, 0, 16, 0, 0, 0, 28, 1,
+            3, 0, 1, 0, 0, 0, 1, 0, 0, 0, 83, 1, 3, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 128, 63, 0, 0,
+            0, 64, 0, 0, 64, 64,
+        ];
+        match decode(&FLOAT_TIFF, 100) {
+            Err(e @ DecodeError::UnsupportedFeature { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.starts_with("this TIFF image") && msg.contains("8-bit RGB"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;";
+        assert_eq!(decode(gif, 100), Err(DecodeError::UnknownFormat));
     }
 
     #[test]

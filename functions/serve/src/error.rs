@@ -55,7 +55,7 @@ impl From<d2serve_engine::DecodeError> for ApiError {
         use d2serve_engine::DecodeError as D;
         let status = match e {
             D::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            D::UnknownFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            D::UnknownFormat | D::UnsupportedFeature { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, "bad_image", e.to_string())

@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use d2serve_engine::cache::CacheLimits;
 use d2serve_engine::cli::ModelSourceArgs;
-use d2serve_engine::runtime::available_cpus;
 use d2serve_registry::Catalog;
 use d2serve_serve::fetch::{Fetcher, SystemLookup};
 use d2serve_serve::ssrf::AllowList;
@@ -93,7 +92,7 @@ async fn main() -> Result<()> {
     };
     let state = AppState::new(cfg, cache.clone(), fetcher);
     let app = router(state);
-    tracing::info!(registry = %args.source.registry, default_model = %default_entry.key, lambda = in_lambda, threads = available_cpus(), "serve starting");
+    tracing::info!(registry = %args.source.registry, default_model = %default_entry.key, lambda = in_lambda, threads = args.source.session_options().intra_threads, "serve starting");
 
     if in_lambda {
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
