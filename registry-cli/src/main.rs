@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use d2serve_d2onnx::{ConvertOptions, convert_checkpoint};
 use d2serve_engine::pipeline::Settings;
+use d2serve_engine::cli::RuntimeArgs;
 use d2serve_engine::runtime::SessionOptions;
 use d2serve_engine::{LoadedModel, RgbImage, supervisely};
 use d2serve_registry::download::{self, PullOptions, PullStatus, SharedLock, VerifyStatus};
@@ -246,7 +247,10 @@ struct PredictArgs {
     /// Keep detections with score >= this.
     #[arg(long, default_value_t = 0.5)]
     conf: f64,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
+
 
 #[derive(Args, Debug)]
 struct BenchArgs {
@@ -260,9 +264,8 @@ struct BenchArgs {
     image: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     runs: usize,
-    /// ONNX Runtime intra-op threads [default: the CPUs available].
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// Disable ONNX Runtime graph optimizations (to measure their effect).
     #[arg(long)]
     no_optimize: bool,
@@ -620,12 +623,26 @@ fn read_image(path: &Path) -> Result<RgbImage> {
     d2serve_engine::decode(&bytes, 200_000_000).with_context(|| format!("decoding {}", path.display()))
 }
 
-fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
-    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d)?;
+/// Write `path` whole or not at all: into a temporary file beside it, then renamed,
+/// so a reader never sees half a picture or half a JSON.
+fn write_atomically(path: &Path, write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new().prefix(".zoo.").tempfile_in(dir).with_context(|| format!("writing into {}", dir.display()))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        write(&mut w).with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::flush(&mut w)?;
     }
-    image::save_buffer(path, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", path.display()))
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+    write_atomically(path, |w| {
+        image::write_buffer_with_format(w, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)?;
+        Ok(())
+    })
 }
 
 fn output_path(base: &Path, image: &Path, many: bool, ext: &str) -> PathBuf {
@@ -644,7 +661,7 @@ fn predict(g: &Global, args: &PredictArgs) -> Result<()> {
     if !dir.join(MODEL_FILE).is_file() {
         bail!("{} has no converted model: run `zoo convert {}` (or pass --artifact DIR)", dir.display(), entry.key);
     }
-    let model = LoadedModel::open(&dir, &SessionOptions::default())?;
+    let model = LoadedModel::open(&dir, &args.runtime.session_options())?;
     let many = args.images.len() > 1;
     let settings = Settings { conf_thres: args.conf, ..Default::default() };
     for path in &args.images {
@@ -664,10 +681,7 @@ fn predict(g: &Global, args: &PredictArgs) -> Result<()> {
         }
         if let Some(base) = &args.json {
             let out = output_path(base, path, many, "json");
-            if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(d)?;
-            }
-            std::fs::write(&out, serde_json::to_string_pretty(&ann)?)?;
+            write_atomically(&out, |w| Ok(serde_json::to_writer_pretty(w, &ann)?))?;
             println!("  annotation: {}", out.display());
         }
         if let Some(base) = &args.overlay {
@@ -732,16 +746,22 @@ async fn bench(g: &Global, args: &BenchArgs) -> Result<()> {
         Some(p) => read_image(p)?,
         None => test_pattern(),
     };
-    let session = SessionOptions {
-        intra_threads: args.threads.unwrap_or_else(d2serve_engine::runtime::available_cpus),
-        optimize: !args.no_optimize,
-        ..Default::default()
-    };
+    let session = SessionOptions { optimize: !args.no_optimize, ..args.runtime.session_options() };
     let r = d2serve_engine::bench::bench(&registry, &entry.key, work.path(), &image, args.runs, session).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!("{} on {}x{} (resized {}x{}), {} threads, graph optimizations {}", r.key, r.image_hw[0], r.image_hw[1], r.resized_hw[0], r.resized_hw[1], r.threads, if r.optimize { "on" } else { "off" });
+        let optimize = if r.optimize { "on" } else { "off" };
+        println!(
+            "{} on {}x{} (resized {}x{}), device {}, {} threads, graph optimizations {optimize}",
+            r.key,
+            r.image_hw[0],
+            r.image_hw[1],
+            r.resized_hw[0],
+            r.resized_hw[1],
+            format!("{:?}", r.device).to_lowercase(),
+            r.threads
+        );
         println!("  cold start: fetch {:.3} s, verify {:.3} s, session {:.3} s, first inference {:.3} s (total {:.3} s)", r.cold_fetch_s, r.cold_verify_s, r.cold_session_s, r.cold_first_inference_s, r.cold_total_s);
         println!("  warm ({} runs): p50 {:.3} s, p95 {:.3} s, min {:.3} s; {} detections", r.warm_runs, r.warm_p50_s, r.warm_p95_s, r.warm_min_s, r.detections);
         println!("  peak RSS {:.0} MB", r.peak_rss_mb);

@@ -12,13 +12,15 @@ use serde::Serialize;
 use crate::cache::{CacheLimits, LoadError, ModelCache};
 use crate::decode::RgbImage;
 use crate::pipeline::{PredictError, Settings};
-use crate::runtime::SessionOptions;
+use crate::runtime::{Device, SessionOptions};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub key: String,
     pub image_hw: [usize; 2],
     pub resized_hw: [usize; 2],
+    /// The execution provider the session ran on (`auto` resolved).
+    pub device: Device,
     pub threads: usize,
     pub optimize: bool,
     pub cold_fetch_s: f64,
@@ -93,6 +95,7 @@ pub async fn bench(
         key: key.to_string(),
         image_hw: [image.height, image.width],
         resized_hw: [rh, rw],
+        device: model.device(),
         threads,
         optimize,
         cold_fetch_s: load.fetch_s,

@@ -1,5 +1,5 @@
-//! Command-line flags that the `serve` and `batch` binaries share: where models come
-//! from and how their sessions run, with one meaning and one env variable each.
+//! Command-line flags that the `serve`, `batch` and `zoo` binaries share: where models
+//! come from and how their sessions run, with one meaning and one env variable each.
 //! Behind the `cli` feature, so library users do not pull in clap.
 
 use std::path::PathBuf;
@@ -17,12 +17,8 @@ pub struct ModelSourceArgs {
     /// Local folder for fetched artifacts [default: /tmp/d2serve-models on Lambda, else ~/.cache/d2serve/models].
     #[arg(long, env = "D2_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Execution provider: cpu, cuda, or auto (CUDA if usable, else CPU).
-    #[arg(long, env = "D2_DEVICE", default_value = "cpu")]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads [default: the CPUs this process may use].
-    #[arg(long, env = "D2_THREADS")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// S3 endpoint for S3-compatible servers (AWS_ENDPOINT_URL works too).
     #[arg(long, env = "D2_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -34,15 +30,32 @@ pub struct ModelSourceArgs {
     pub s3_path_style: bool,
 }
 
+/// How sessions run: execution provider and threads.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Execution provider: cpu, cuda, or auto (CUDA if usable, else CPU).
+    #[arg(long, env = "D2_DEVICE", default_value = "cpu")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads [default: the CPUs this process may use].
+    #[arg(long, env = "D2_THREADS")]
+    pub threads: Option<usize>,
+}
+
+impl RuntimeArgs {
+    /// The session settings these flags ask for. `auto` is resolved per session: CUDA
+    /// when its provider loads, else CPU (logged).
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions { device: self.device, intra_threads: self.threads.unwrap_or_else(available_cpus), ..Default::default() }
+    }
+}
+
 impl ModelSourceArgs {
     pub fn s3_config(&self) -> S3Config {
         S3Config { endpoint: self.s3_endpoint.clone(), region: self.s3_region.clone(), force_path_style: self.s3_path_style }
     }
 
-    /// The session settings these flags ask for. `auto` is resolved per session: CUDA
-    /// when its provider loads, else CPU (logged).
     pub fn session_options(&self) -> SessionOptions {
-        SessionOptions { device: self.device, intra_threads: self.threads.unwrap_or_else(available_cpus), ..Default::default() }
+        self.runtime.session_options()
     }
 
     /// Opens the registry and returns a model cache over it, bounded by `limits`.

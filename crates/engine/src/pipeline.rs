@@ -90,6 +90,11 @@ impl LoadedModel {
         }
     }
 
+    /// The execution provider the session runs on (`auto` resolved).
+    pub fn device(&self) -> crate::runtime::Device {
+        self.model.lock().unwrap_or_else(|p| p.into_inner()).device()
+    }
+
     /// The Supervisely annotation of a prediction, one object per instance with this
     /// model's class names (what serve answers and batch stores).
     pub fn annotation(&self, p: &Prediction) -> serde_json::Value {
