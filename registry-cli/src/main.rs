@@ -14,6 +14,7 @@ use d2serve_engine::pipeline::Settings;
 use d2serve_engine::cli::RuntimeArgs;
 use d2serve_engine::runtime::SessionOptions;
 use d2serve_engine::{LoadedModel, RgbImage, supervisely};
+use d2serve_registry::atomic::temp_file_in;
 use d2serve_registry::download::{self, PullOptions, PullStatus, SharedLock, VerifyStatus};
 use d2serve_registry::manifest::MODEL_FILE;
 use d2serve_registry::{Catalog, ModelEntry, Registry, S3Config, open_store};
@@ -250,7 +251,6 @@ struct PredictArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
-
 
 #[derive(Args, Debug)]
 struct BenchArgs {
@@ -628,7 +628,7 @@ fn read_image(path: &Path) -> Result<RgbImage> {
 fn write_atomically(path: &Path, write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new().prefix(".zoo.").tempfile_in(dir).with_context(|| format!("writing into {}", dir.display()))?;
+    let mut tmp = temp_file_in(dir, ".zoo.", "").with_context(|| format!("writing into {}", dir.display()))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         write(&mut w).with_context(|| format!("writing {}", path.display()))?;
@@ -774,7 +774,7 @@ fn synth(g: &Global, name: &str, out: &Path, seed: u64) -> Result<()> {
     let entry = catalog.require(name)?;
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = tempfile::Builder::new().prefix(".synth.").tempfile_in(dir)?;
+    let tmp = temp_file_in(dir, ".synth.", "")?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
     let n = d2serve_d2onnx::synth::write_checkpoint(entry, seed, &mut w)?;
     let tmp = w.into_inner().map_err(|e| e.into_error())?;

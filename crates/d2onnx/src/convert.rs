@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use d2serve_registry::atomic::temp_file_in;
 use d2serve_registry::manifest::{FileInfo, MANIFEST_FILE, MODEL_FILE, Manifest, ResizeRule, TensorSpec, Thresholds};
 use d2serve_registry::{ClassList, ModelEntry};
 use sha2::{Digest, Sha256};
@@ -72,10 +73,7 @@ pub fn convert_checkpoint(
         _ => {}
     }
     let model_path = out_dir.join(MODEL_FILE);
-    let tmp = tempfile::Builder::new()
-        .prefix(".model.onnx.")
-        .tempfile_in(out_dir)
-        .map_err(io(out_dir))?;
+    let tmp = temp_file_in(out_dir, ".model.onnx.", "").map_err(io(out_dir))?;
     let mut hw = HashingWriter {
         inner: std::io::BufWriter::with_capacity(1 << 20, tmp),
         sha: Sha256::new(),
@@ -137,10 +135,7 @@ pub fn convert_checkpoint(
         },
         converter_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".manifest.json.")
-        .tempfile_in(out_dir)
-        .map_err(io(out_dir))?;
+    let tmp = temp_file_in(out_dir, ".manifest.json.", "").map_err(io(out_dir))?;
     std::fs::write(tmp.path(), manifest.to_json()).map_err(io(&manifest_path))?;
     tmp.persist(&manifest_path).map_err(|e| io(&manifest_path)(e.error))?;
     Ok(manifest)

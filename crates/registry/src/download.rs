@@ -128,10 +128,7 @@ impl LockFile {
             "# models.lock: size and sha256 of each checkpoint, recorded by `zoo pull` on first\n# download and enforced afterwards. Do not edit by hand unless a checkpoint really changed.\n\n{}",
             toml::to_string_pretty(&sorted).expect("lock serializes")
         );
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".models.lock.")
-            .tempfile_in(dir)
-            .map_err(io_err(dir))?;
+        let mut tmp = crate::atomic::temp_file_in(dir, ".models.lock.", "").map_err(io_err(dir))?;
         std::io::Write::write_all(&mut tmp, body.as_bytes()).map_err(io_err(path))?;
         tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
         Ok(())

@@ -2,6 +2,7 @@
 //! cache, content hashing, and the artifact registry that serving reads from
 //! (a local folder or an S3 bucket).
 
+pub mod atomic;
 pub mod catalog;
 pub mod classes;
 pub mod download;

@@ -141,7 +141,7 @@ impl Storage for LocalDir {
             use std::io::Write;
             std::fs::create_dir_all(&parent)?;
             // Temp file in the same folder, then rename: atomic on one filesystem.
-            let mut tmp = tempfile::Builder::new().prefix(".batch-").suffix(".tmp").tempfile_in(&parent)?;
+            let mut tmp = d2serve_registry::atomic::temp_file_in(&parent, ".batch-", ".tmp")?;
             tmp.write_all(&bytes)?;
             tmp.as_file().sync_all()?;
             tmp.persist(&path).map_err(|e| e.error)?;

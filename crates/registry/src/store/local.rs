@@ -59,7 +59,7 @@ impl LocalStore {
 fn temp_beside(target: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let dir = target.parent().expect("object paths have a parent");
     std::fs::create_dir_all(dir)?;
-    tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)
+    crate::atomic::temp_file_in(dir, ".tmp-", "")
 }
 
 fn lock_path(target: &Path) -> PathBuf {

@@ -267,9 +267,7 @@ impl ObjectStore for S3Store {
         };
         let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| self.io("create folder for", key, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(dir)
+        let tmp = crate::atomic::temp_file_in(dir, ".tmp-", "")
             .map_err(|e| self.io("create temporary file for", key, e))?;
         let (std_file, tmp_path) = tmp.into_parts();
         let mut file = tokio::fs::File::from_std(std_file);
