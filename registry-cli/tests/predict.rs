@@ -8,17 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::{repo_root, text, zoo};
-
-fn ort_available() -> bool {
-    match d2serve_engine::runtime::find_library() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(std::env::var("D2_REQUIRE_ORT").as_deref() != Ok("1"), "{e}");
-            eprintln!("SKIPPED (needs ONNX Runtime): {e}");
-            false
-        }
-    }
-}
+use d2serve_engine::testing::ort_available;
 
 fn png_size(path: &Path) -> (u32, u32) {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

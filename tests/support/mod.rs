@@ -66,20 +66,7 @@ pub fn graph_input(family_dir: &Path, image: &str, bgr: bool) -> (Vec<u8>, usize
     (out, h, w)
 }
 
-/// Tests that need ONNX Runtime skip loudly when it is not installed, unless
-/// `D2_REQUIRE_ORT=1` (set by scripts/test.sh), where that is a failure.
-pub fn ort_available() -> bool {
-    match d2serve_engine::runtime::find_library() {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("D2_REQUIRE_ORT").as_deref() == Ok("1") {
-                panic!("{e}");
-            }
-            eprintln!("SKIPPED (needs ONNX Runtime): {e}");
-            false
-        }
-    }
-}
+pub use d2serve_engine::testing::ort_available;
 
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);

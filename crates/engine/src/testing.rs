@@ -21,3 +21,16 @@ pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     chunk(&mut png, b"IEND");
     png
 }
+
+/// Is the ONNX Runtime library there for tests that need it? Missing, a test skips
+/// loudly, or fails when `D2_REQUIRE_ORT=1` (as `scripts/test.sh` sets).
+pub fn ort_available() -> bool {
+    match crate::runtime::find_library() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(std::env::var("D2_REQUIRE_ORT").as_deref() != Ok("1"), "{e}");
+            eprintln!("SKIPPED (needs ONNX Runtime): {e}");
+            false
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Test support: the converted fixture model in a local registry, the fixture
 //! images (plus a corrupt one and a non-image) as an input prefix, and the
 //! real `batch` binary.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,17 +20,7 @@ pub fn fixtures() -> PathBuf {
     repo().join("tests/fixtures")
 }
 
-/// ONNX Runtime present? (skip loudly, or fail under D2_REQUIRE_ORT=1).
-pub fn ort_available() -> bool {
-    match d2serve_engine::runtime::find_library() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(std::env::var("D2_REQUIRE_ORT").as_deref() != Ok("1"), "{e}");
-            eprintln!("SKIPPED (needs ONNX Runtime): {e}");
-            false
-        }
-    }
-}
+pub use d2serve_engine::testing::ort_available;
 
 /// A local registry holding the r50_fpn fixture converted at test size 320/512 (as serve's tests).
 pub async fn local_registry(dir: &Path) -> String {

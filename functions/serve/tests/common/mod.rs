@@ -17,17 +17,7 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-/// ONNX Runtime present? (skip loudly, or fail under D2_REQUIRE_ORT=1).
-pub fn ort_available() -> bool {
-    match d2serve_engine::runtime::find_library() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(std::env::var("D2_REQUIRE_ORT").as_deref() != Ok("1"), "{e}");
-            eprintln!("SKIPPED (needs ONNX Runtime): {e}");
-            false
-        }
-    }
-}
+pub use d2serve_engine::testing::ort_available;
 
 /// Convert the r50_fpn fixture (test size 320/512) into `dir/artifact`.
 pub fn convert_fixture(dir: &Path) -> PathBuf {
