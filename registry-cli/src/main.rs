@@ -623,26 +623,11 @@ fn read_image(path: &Path) -> Result<RgbImage> {
     d2serve_engine::decode(&bytes, 200_000_000).with_context(|| format!("decoding {}", path.display()))
 }
 
-/// Write `path` whole or not at all: into a temporary file beside it, then renamed,
-/// so a reader never sees half a picture or half a JSON.
-fn write_atomically(path: &Path, write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = temp_file_in(dir, ".zoo.", "").with_context(|| format!("writing into {}", dir.display()))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        write(&mut w).with_context(|| format!("writing {}", path.display()))?;
-        std::io::Write::flush(&mut w)?;
-    }
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
+/// A PNG written whole or not at all (a reader never sees half a picture).
 fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
-    write_atomically(path, |w| {
-        image::write_buffer_with_format(w, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)?;
-        Ok(())
-    })
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::write_buffer_with_format(&mut png, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)?;
+    d2serve_registry::atomic::write(path, png.get_ref()).with_context(|| format!("writing {}", path.display()))
 }
 
 fn output_path(base: &Path, image: &Path, many: bool, ext: &str) -> PathBuf {
@@ -681,7 +666,7 @@ fn predict(g: &Global, args: &PredictArgs) -> Result<()> {
         }
         if let Some(base) = &args.json {
             let out = output_path(base, path, many, "json");
-            write_atomically(&out, |w| Ok(serde_json::to_writer_pretty(w, &ann)?))?;
+            d2serve_registry::atomic::write(&out, &serde_json::to_vec_pretty(&ann)?).with_context(|| format!("writing {}", out.display()))?;
             println!("  annotation: {}", out.display());
         }
         if let Some(base) = &args.overlay {
@@ -754,13 +739,7 @@ async fn bench(g: &Global, args: &BenchArgs) -> Result<()> {
         let optimize = if r.optimize { "on" } else { "off" };
         println!(
             "{} on {}x{} (resized {}x{}), device {}, {} threads, graph optimizations {optimize}",
-            r.key,
-            r.image_hw[0],
-            r.image_hw[1],
-            r.resized_hw[0],
-            r.resized_hw[1],
-            format!("{:?}", r.device).to_lowercase(),
-            r.threads
+            r.key, r.image_hw[0], r.image_hw[1], r.resized_hw[0], r.resized_hw[1], r.device, r.threads
         );
         println!("  cold start: fetch {:.3} s, verify {:.3} s, session {:.3} s, first inference {:.3} s (total {:.3} s)", r.cold_fetch_s, r.cold_verify_s, r.cold_session_s, r.cold_first_inference_s, r.cold_total_s);
         println!("  warm ({} runs): p50 {:.3} s, p95 {:.3} s, min {:.3} s; {} detections", r.warm_runs, r.warm_p50_s, r.warm_p95_s, r.warm_min_s, r.detections);

@@ -135,9 +135,7 @@ pub fn convert_checkpoint(
         },
         converter_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let tmp = temp_file_in(out_dir, ".manifest.json.", "").map_err(io(out_dir))?;
-    std::fs::write(tmp.path(), manifest.to_json()).map_err(io(&manifest_path))?;
-    tmp.persist(&manifest_path).map_err(|e| io(&manifest_path)(e.error))?;
+    d2serve_registry::atomic::write(&manifest_path, manifest.to_json().as_bytes()).map_err(io(&manifest_path))?;
     Ok(manifest)
 }
 

@@ -40,6 +40,17 @@ pub enum Device {
     Auto,
 }
 
+impl std::fmt::Display for Device {
+    /// The name `--device` takes (and `FromStr` reads back).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Auto => "auto",
+        })
+    }
+}
+
 impl std::str::FromStr for Device {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -283,5 +294,18 @@ fn with_device(b: SessionBuilder, device: Device) -> Result<(SessionBuilder, Dev
             "{}. The CUDA provider needs the onnxruntime-gpu library (scripts/install-ort.sh --gpu, then ORT_DYLIB_PATH=third_party/ort-gpu/libonnxruntime.so.1.31.1) and CUDA 13 + cuDNN 9 on the library path; or use --device cpu|auto",
             e.to_string().trim_end_matches('.')
         ))),
+    }
+}
+
+#[cfg(test)]
+mod device_name_tests {
+    use super::Device;
+
+    #[test]
+    fn device_names_round_trip() {
+        for d in [Device::Cpu, Device::Cuda, Device::Auto] {
+            assert_eq!(d.to_string().parse::<Device>(), Ok(d));
+        }
+        assert_eq!(Device::Cuda.to_string(), "cuda");
     }
 }

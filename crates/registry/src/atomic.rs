@@ -1,7 +1,7 @@
 //! Files that appear whole or not at all: written into a hidden temporary file in
 //! the target's folder, then renamed over the target (atomic on one filesystem).
 
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 use tempfile::NamedTempFile;
@@ -19,6 +19,24 @@ pub fn temp_file_in(dir: &Path, prefix: &str, suffix: &str) -> io::Result<NamedT
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
     builder.tempfile_in(dir)
+}
+
+/// A hidden temporary file in `target`'s folder (created if missing), to be
+/// persisted over `target`.
+pub fn temp_file_beside(target: &Path) -> io::Result<NamedTempFile> {
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    temp_file_in(dir, ".tmp-", "")
+}
+
+/// Write `bytes` to `path` whole or not at all: into a hidden temporary file beside
+/// it, synced, then renamed over it.
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = temp_file_beside(path)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -40,5 +58,16 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&target), mode(&plain));
         assert_ne!(mode(&target) & 0o044, 0, "readable beyond the owner under the usual umask");
+    }
+
+    #[test]
+    fn write_creates_the_folder_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a/b/out.json");
+        write(&target, b"first").unwrap();
+        write(&target, b"second").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["out.json"]);
     }
 }

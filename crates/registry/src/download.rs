@@ -120,18 +120,13 @@ impl LockFile {
 
     /// Written under a temporary name, then renamed: never half-written.
     pub fn save(&self, path: &Path) -> Result<(), PullError> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut sorted = self.clone();
         sorted.checkpoints.sort_by(|a, b| a.key.cmp(&b.key));
         let body = format!(
             "# models.lock: size and sha256 of each checkpoint, recorded by `zoo pull` on first\n# download and enforced afterwards. Do not edit by hand unless a checkpoint really changed.\n\n{}",
             toml::to_string_pretty(&sorted).expect("lock serializes")
         );
-        let mut tmp = crate::atomic::temp_file_in(dir, ".models.lock.", "").map_err(io_err(dir))?;
-        std::io::Write::write_all(&mut tmp, body.as_bytes()).map_err(io_err(path))?;
-        tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-        Ok(())
+        crate::atomic::write(path, body.as_bytes()).map_err(io_err(path))
     }
 
     pub fn get(&self, url: &str) -> Option<&LockEntry> {

@@ -136,17 +136,8 @@ impl Storage for LocalDir {
     async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StorageError> {
         check_key(key)?;
         let path = self.root.join(key);
-        let parent = path.parent().expect("a joined key has a parent").to_path_buf();
-        let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            std::fs::create_dir_all(&parent)?;
-            // Temp file in the same folder, then rename: atomic on one filesystem.
-            let mut tmp = d2serve_registry::atomic::temp_file_in(&parent, ".batch-", ".tmp")?;
-            tmp.write_all(&bytes)?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(&path).map_err(|e| e.error)?;
-            Ok(())
-        })
+        // Temp file in the same folder, then rename: atomic on one filesystem.
+        let r = tokio::task::spawn_blocking(move || d2serve_registry::atomic::write(&path, &bytes))
         .await
         .map_err(|e| self.fail("write", key, e))?;
         r.map_err(|e| self.fail("write", key, e))

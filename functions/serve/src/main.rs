@@ -88,7 +88,7 @@ async fn main() -> Result<()> {
         supervisely_server: args.supervisely_server.clone(),
         supervisely_token: args.supervisely_token.clone(),
         s3: args.source.s3_config(),
-        device: format!("{:?}", args.source.runtime.device).to_lowercase(),
+        device: args.source.runtime.device.to_string(),
     };
     let state = AppState::new(cfg, cache.clone(), fetcher);
     let app = router(state);

@@ -7,13 +7,13 @@
 //! it reads, compares and renames. Names starting with `.` are never listed.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{CondPut, ListedObject, Object, ObjectStore, StoreError, Version};
+use crate::atomic::temp_file_beside;
 use crate::hashing::sha256_bytes;
 
 #[derive(Debug, Clone)]
@@ -55,13 +55,6 @@ impl LocalStore {
     }
 }
 
-/// A hidden temporary file next to `target`, removed on drop unless persisted.
-fn temp_beside(target: &Path) -> std::io::Result<tempfile::NamedTempFile> {
-    let dir = target.parent().expect("object paths have a parent");
-    std::fs::create_dir_all(dir)?;
-    crate::atomic::temp_file_in(dir, ".tmp-", "")
-}
-
 fn lock_path(target: &Path) -> PathBuf {
     let name = target.file_name().expect("object paths have a name");
     target.with_file_name(format!(".{}.lock", name.to_string_lossy()))
@@ -79,7 +72,7 @@ fn create_from_file_blocking(target: &Path, src: &Path) -> std::io::Result<bool>
     if target.exists() {
         return Ok(false);
     }
-    let mut tmp = temp_beside(target)?;
+    let mut tmp = temp_file_beside(target)?;
     std::io::copy(&mut File::open(src)?, tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     match std::fs::hard_link(tmp.path(), target) {
@@ -101,10 +94,7 @@ fn put_if_blocking(target: &Path, bytes: &[u8], expected: Option<&str>) -> std::
     if current.as_deref() != expected {
         return Ok(CondPut::Conflict);
     }
-    let mut tmp = temp_beside(target)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(target).map_err(|e| e.error)?;
+    crate::atomic::write(target, bytes)?;
     // The lock is released when `lock` is dropped, after the rename.
     Ok(CondPut::Written(sha256_bytes(bytes)))
 }
@@ -180,7 +170,7 @@ impl ObjectStore for LocalStore {
             if !src.exists() {
                 return Ok(false);
             }
-            let mut tmp = temp_beside(&dest)?;
+            let mut tmp = temp_file_beside(&dest)?;
             std::io::copy(&mut File::open(&src)?, tmp.as_file_mut())?;
             tmp.persist(&dest).map_err(|e| e.error)?;
             Ok(true)
