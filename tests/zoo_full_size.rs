@@ -44,7 +44,7 @@ impl Agreement {
 fn agreement(reference: &RawDetections, ours: &RawDetections) -> Agreement {
     assert_eq!(reference.mask_size, ours.mask_size, "mask resolution");
     let mm = ours.mask_size * ours.mask_size;
-    let pairs = match_instances((0..reference.scores.len()).map(|i| (reference.boxes[i], reference.scores[i], reference.classes[i])), ours);
+    let pairs = match_instances((0..reference.scores.len()).map(|i| (reference.boxes[i], reference.scores[i], reference.classes[i])), ours, 1e-3);
     let (mut worst_score, mut worst_mask) = (0f32, 0f32);
     for &(i, j, _) in &pairs {
         worst_score = worst_score.max((ours.scores[j] - reference.scores[i]).abs());

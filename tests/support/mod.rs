@@ -78,17 +78,19 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 
 /// The parity contract's instance matching: for each reference instance in order
 /// (score order), the unused detection of `det` with the same class, |score
-/// difference| <= 1e-3 and the highest box IoU, if that IoU is >= 0.99. Returns
+/// difference| <= `score_tolerance` (1e-3, or the image's Detectron2 spread
+/// bound in parity.rs) and the highest box IoU, if that IoU is >= 0.99. Returns
 /// (reference index, detection index, IoU) per match.
 pub fn match_instances(
     reference: impl IntoIterator<Item = ([f32; 4], f32, i64)>,
     det: &d2serve_engine::runtime::RawDetections,
+    score_tolerance: f32,
 ) -> Vec<(usize, usize, f32)> {
     let mut used = vec![false; det.scores.len()];
     let mut pairs = Vec::new();
     for (i, (gb, score, class)) in reference.into_iter().enumerate() {
         let best = (0..det.scores.len())
-            .filter(|&j| !used[j] && det.classes[j] == class && (det.scores[j] - score).abs() <= 1e-3)
+            .filter(|&j| !used[j] && det.classes[j] == class && (det.scores[j] - score).abs() <= score_tolerance)
             .map(|j| (j, iou(&gb, &det.boxes[j])))
             .filter(|&(_, v)| v >= 0.99)
             .max_by(|a, b| a.1.total_cmp(&b.1));

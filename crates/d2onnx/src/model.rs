@@ -1,9 +1,9 @@
-//! Assembles the whole graph of a catalog entry from the architecture modules.
+//! Assembles the whole graph of a model description from the architecture modules.
 
-use d2serve_registry::ModelEntry;
 use d2serve_registry::catalog::{Backbone, Neck, RoiHeadsKind};
 
 use crate::ConvertError;
+use crate::convert::{ModelDescription, Origin};
 use crate::builder::{GraphBuilder, Weights};
 use crate::onnx::{Attr, Dim, ElemType, Model, ValueInfo};
 use crate::pickle::Checkpoint;
@@ -41,49 +41,50 @@ fn value(name: &str, elem: ElemType, dims: &[&str]) -> ValueInfo {
     }
 }
 
-/// Build the ONNX model of `entry` from its checkpoint weights.
-pub fn build<'a>(entry: &ModelEntry, ckpt: Checkpoint<'a>, opts: &GraphOptions) -> Result<Model<'a>, ConvertError> {
+/// Build the ONNX model of `model` from its checkpoint weights.
+pub fn build<'a>(model: &ModelDescription, ckpt: Checkpoint<'a>, opts: &GraphOptions) -> Result<Model<'a>, ConvertError> {
+    let spec = &model.spec;
     let mut w = Weights::new(ckpt);
     let mut g = GraphBuilder::new();
-    let input = preprocess(&mut g, &entry.input);
+    let input = preprocess(&mut g, &spec.input);
 
     // Backbone + neck: the features the RPN sees and the ones ROI heads pool from.
-    let (rpn_features, roi_features) = match &entry.neck {
+    let (rpn_features, roi_features) = match &spec.neck {
         Neck::Fpn { norm, fuse_type, top_block, .. } => {
-            let bottom_up = match &entry.backbone {
-                Backbone::Resnet { .. } => resnet(&mut g, &mut w, "backbone.bottom_up", &entry.backbone, &input.tensor, 5)?,
-                Backbone::Regnet { .. } => regnet(&mut g, &mut w, "backbone.bottom_up", &entry.backbone, &input.tensor)?,
+            let bottom_up = match &spec.backbone {
+                Backbone::Resnet { .. } => resnet(&mut g, &mut w, "backbone.bottom_up", &spec.backbone, &input.tensor, 5)?,
+                Backbone::Regnet { .. } => regnet(&mut g, &mut w, "backbone.bottom_up", &spec.backbone, &input.tensor)?,
             };
             let pyramid = fpn::fpn(&mut g, &mut w, &bottom_up, *norm, fuse_type, top_block)?;
             let roi = pyramid[..4].to_vec();
             (pyramid, roi)
         }
         Neck::C4 | Neck::Dc5 => {
-            if !matches!(entry.backbone, Backbone::Resnet { .. }) {
+            if !matches!(spec.backbone, Backbone::Resnet { .. }) {
                 return Err(ConvertError::Unsupported("C4/DC5 heads on a RegNet backbone".into()));
             }
             // C4: the backbone stops at res4 (res5 is the box head); DC5: res5 dilated.
-            let last = if entry.neck == Neck::C4 { 4 } else { 5 };
-            let stages = resnet(&mut g, &mut w, "backbone", &entry.backbone, &input.tensor, last)?;
+            let last = if spec.neck == Neck::C4 { 4 } else { 5 };
+            let stages = resnet(&mut g, &mut w, "backbone", &spec.backbone, &input.tensor, last)?;
             let top = vec![stages.last().expect("stages").clone()];
             (top.clone(), top)
         }
     };
-    if (entry.neck == Neck::C4) != (entry.roi_heads.kind == RoiHeadsKind::Res5) {
+    if (spec.neck == Neck::C4) != (spec.roi_heads.kind == RoiHeadsKind::Res5) {
         return Err(ConvertError::Unsupported(format!(
             "{:?} ROI heads with a {:?} neck (the zoo pairs res5 heads with C4, and only them)",
-            entry.roi_heads.kind, entry.neck
+            spec.roi_heads.kind, spec.neck
         )));
     }
 
-    let proposals = rpn::rpn(&mut g, &mut w, &entry.rpn, &rpn_features, &input.size)?;
-    let heads = match entry.roi_heads.kind {
-        RoiHeadsKind::Standard => standard_roi_heads(&mut g, &mut w, entry, &roi_features, &proposals.boxes, &input.size)?,
-        RoiHeadsKind::Res5 => res5_roi_heads(&mut g, &mut w, entry, &roi_features[0], &proposals.boxes, &input.size)?,
-        RoiHeadsKind::Cascade => cascade_roi_heads(&mut g, &mut w, entry, &roi_features, &proposals.boxes, &input.size)?,
+    let proposals = rpn::rpn(&mut g, &mut w, &spec.rpn, &rpn_features, &input.size)?;
+    let heads = match spec.roi_heads.kind {
+        RoiHeadsKind::Standard => standard_roi_heads(&mut g, &mut w, spec, &roi_features, &proposals.boxes, &input.size)?,
+        RoiHeadsKind::Res5 => res5_roi_heads(&mut g, &mut w, spec, &roi_features[0], &proposals.boxes, &input.size)?,
+        RoiHeadsKind::Cascade => cascade_roi_heads(&mut g, &mut w, spec, &roi_features, &proposals.boxes, &input.size)?,
     };
     let RoiOutputs { det, mask_probs: probs } = heads;
-    let mh = &entry.mask_head;
+    let mh = &spec.mask_head;
 
     let unused = w.unused();
     if !unused.is_empty() {
@@ -117,18 +118,25 @@ pub fn build<'a>(entry: &ModelEntry, ckpt: Checkpoint<'a>, opts: &GraphOptions) 
         opset: OPSET,
         producer: "d2serve".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph_name: entry.key.clone(),
+        graph_name: model.key.clone(),
         doc: format!(
-            "{} ({}), converted from Detectron2 model zoo id {}. Input: uint8 RGB [H, W, 3], already resized. Outputs in the input's pixel frame.",
-            entry.name, entry.key, entry.model_id
+            "{} ({}), converted from {}. Input: uint8 RGB [H, W, 3], already resized. Outputs in the input's pixel frame.",
+            model.name,
+            model.key,
+            match &model.origin {
+                Origin::Zoo { model_id, .. } => format!("Detectron2 model zoo id {model_id}"),
+                Origin::Custom => "a user's own Detectron2 checkpoint".to_string(),
+            }
         ),
         nodes: g.nodes,
         initializers: g.initializers,
         inputs: vec![value(INPUT, ElemType::Uint8, &["H", "W", "3"])],
         outputs: output_infos,
-        metadata: vec![
-            ("d2serve.key".into(), entry.key.clone()),
-            ("d2serve.zoo_id".into(), entry.model_id.to_string()),
-        ],
+        metadata: std::iter::once(("d2serve.key".to_string(), model.key.clone()))
+            .chain(match &model.origin {
+                Origin::Zoo { model_id, .. } => Some(("d2serve.zoo_id".to_string(), model_id.to_string())),
+                Origin::Custom => None,
+            })
+            .collect(),
     })
 }

@@ -3,7 +3,7 @@
 //! class-specific decoding, score threshold, NMS per class, top detections), and
 //! the mask head on the final boxes.
 
-use d2serve_registry::ModelEntry;
+use d2serve_registry::ModelSpec;
 use d2serve_registry::catalog::{BoxHeadSpec, MaskHeadSpec, RoiHeadsSpec};
 
 use crate::ConvertError;
@@ -301,21 +301,21 @@ pub struct RoiOutputs {
 pub fn standard_roi_heads<'a>(
     g: &mut GraphBuilder<'a>,
     w: &mut Weights<'a>,
-    entry: &ModelEntry,
+    spec: &ModelSpec,
     features: &[Feature],
     proposals: &str,
     size: &ImageSize,
 ) -> Result<RoiOutputs, ConvertError> {
-    let num_classes = entry.num_classes as usize;
-    let bh = &entry.box_head;
+    let num_classes = spec.num_classes as usize;
+    let bh = &spec.box_head;
     let channels = features[0].channels;
     let pooled = pool(g, "box_pooler", features, proposals, bh.pooler_resolution, bh.pooler_sampling_ratio);
     let (feat, width) = box_head(g, w, "roi_heads.box_head", bh, &pooled, channels)?;
-    let pred = box_predictor(g, w, "roi_heads.box_predictor", &feat, width, num_classes, entry.roi_heads.cls_agnostic_bbox_reg)?;
+    let pred = box_predictor(g, w, "roi_heads.box_predictor", &feat, width, num_classes, spec.roi_heads.cls_agnostic_bbox_reg)?;
     let scores = class_scores(g, "det.class_scores", &pred.logits, num_classes);
-    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &pred.deltas, pred.boxes_per_row, entry.roi_heads.bbox_reg_weights[0], size);
-    let det = fast_rcnn_inference(g, &scores, &boxes, num_classes, &entry.roi_heads);
-    let mask_probs = mask_branch(g, w, entry, features, &det)?;
+    let boxes = predict_boxes(g, "det.pred_boxes", proposals, &pred.deltas, pred.boxes_per_row, spec.roi_heads.bbox_reg_weights[0], size);
+    let det = fast_rcnn_inference(g, &scores, &boxes, num_classes, &spec.roi_heads);
+    let mask_probs = mask_branch(g, w, spec, features, &det)?;
     Ok(RoiOutputs { det, mask_probs })
 }
 
@@ -323,11 +323,11 @@ pub fn standard_roi_heads<'a>(
 pub fn mask_branch<'a>(
     g: &mut GraphBuilder<'a>,
     w: &mut Weights<'a>,
-    entry: &ModelEntry,
+    spec: &ModelSpec,
     features: &[Feature],
     det: &Detections,
 ) -> Result<String, ConvertError> {
-    let mh = &entry.mask_head;
+    let mh = &spec.mask_head;
     let pooled = pool(g, "mask_pooler", features, &det.boxes, mh.pooler_resolution, mh.pooler_sampling_ratio);
-    mask_head(g, w, mh, &pooled, features[0].channels, &det.classes, entry.num_classes as usize)
+    mask_head(g, w, mh, &pooled, features[0].channels, &det.classes, spec.num_classes as usize)
 }

@@ -12,6 +12,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classes::ClassList;
+pub use crate::spec::{
+    Backbone, BoxHeadSpec, InputSpec, MaskHeadSpec, ModelSpec, Neck, Norm, RoiHeadsKind, RoiHeadsSpec, RpnSpec,
+};
 
 /// The catalog compiled into every binary (the repository's `models.toml`).
 pub const EMBEDDED_CATALOG: &str = include_str!("../../../models.toml");
@@ -47,143 +50,6 @@ pub struct Dataset {
     pub title: String,
     /// Name of the class list (see [`ClassList::builtin`]).
     pub classes: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InputSpec {
-    /// Channel order the network expects ("BGR" or "RGB").
-    pub format: String,
-    pub pixel_mean: [f32; 3],
-    pub pixel_std: [f32; 3],
-    pub min_size_test: u32,
-    pub max_size_test: u32,
-    /// Pad height and width up to a multiple of this (0: no padding).
-    pub size_divisibility: u32,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Norm {
-    #[serde(rename = "")]
-    None,
-    FrozenBN,
-    BN,
-    GN,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Backbone {
-    Resnet {
-        depth: u32,
-        num_groups: u32,
-        width_per_group: u32,
-        stride_in_1x1: bool,
-        norm: Norm,
-        stem_out_channels: u32,
-        res2_out_channels: u32,
-        res5_dilation: u32,
-        /// res2..res5.
-        deform_on_per_stage: [bool; 4],
-        deform_modulated: bool,
-        deform_num_groups: u32,
-    },
-    Regnet {
-        stem_width: u32,
-        depth: u32,
-        w_a: f64,
-        w_0: u32,
-        w_m: f64,
-        group_width: u32,
-        se_ratio: f64,
-        bottleneck_ratio: f64,
-        norm: Norm,
-        stage_widths: [u32; 4],
-        stage_depths: [u32; 4],
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Neck {
-    Fpn {
-        out_channels: u32,
-        norm: Norm,
-        fuse_type: String,
-        top_block: String,
-    },
-    /// RPN and ROI pooling on res4; res5 runs per ROI as the box head.
-    C4,
-    /// res5 dilated (stride 16); RPN and ROI heads on res5.
-    Dc5,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RpnSpec {
-    pub in_features: Vec<String>,
-    /// One list of sizes per input feature (or one list shared by a single feature).
-    pub anchor_sizes: Vec<Vec<f32>>,
-    pub aspect_ratios: Vec<f32>,
-    pub anchor_offset: f32,
-    pub num_convs: u32,
-    pub pre_nms_topk_test: u32,
-    pub post_nms_topk_test: u32,
-    pub nms_thresh: f32,
-    pub min_box_size: f32,
-    pub bbox_reg_weights: [f32; 4],
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RoiHeadsKind {
-    Standard,
-    Res5,
-    Cascade,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RoiHeadsSpec {
-    pub kind: RoiHeadsKind,
-    pub in_features: Vec<String>,
-    pub score_thresh_test: f32,
-    pub nms_thresh_test: f32,
-    pub detections_per_image: u32,
-    pub cls_agnostic_bbox_reg: bool,
-    /// One set of (wx, wy, ww, wh) per stage: one, or three for cascade.
-    pub bbox_reg_weights: Vec<[f32; 4]>,
-    /// Training-only IoU thresholds of the cascade stages (recorded for reference).
-    pub cascade_ious: Vec<f32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BoxHeadSpec {
-    pub pooler_resolution: u32,
-    pub pooler_sampling_ratio: u32,
-    pub pooler_type: String,
-    pub num_conv: u32,
-    pub conv_dim: u32,
-    pub num_fc: u32,
-    pub fc_dim: u32,
-    pub norm: Norm,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MaskHeadSpec {
-    pub pooler_resolution: u32,
-    pub pooler_sampling_ratio: u32,
-    pub pooler_type: String,
-    pub num_conv: u32,
-    pub conv_dim: u32,
-    pub norm: Norm,
-    /// Side of the predicted mask (28, or 14 for C4).
-    pub resolution: u32,
-    pub cls_agnostic: bool,
-    /// Pasted mask probabilities at or above this are foreground.
-    pub threshold: f32,
 }
 
 /// One checkpoint of the catalog, fully resolved.
@@ -222,6 +88,20 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
+    /// The architecture and test-time settings, for the converter.
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            num_classes: self.num_classes,
+            input: self.input.clone(),
+            backbone: self.backbone.clone(),
+            neck: self.neck.clone(),
+            rpn: self.rpn.clone(),
+            roi_heads: self.roi_heads.clone(),
+            box_head: self.box_head.clone(),
+            mask_head: self.mask_head.clone(),
+        }
+    }
+
     /// The download URL with the zoo prefix replaced by `mirror`, if given.
     pub fn url_via(&self, mirror: Option<&str>) -> String {
         match (mirror, self.url.strip_prefix(ZOO_BASE_URL)) {
@@ -491,87 +371,5 @@ fn validate_entry(cat: &Catalog, m: &ModelEntry) -> Result<(), String> {
             m.md5_prefix
         ));
     }
-    if !matches!(m.input.format.as_str(), "BGR" | "RGB") {
-        return Err(format!("input.format `{}` must be BGR or RGB", m.input.format));
-    }
-    if m.input.pixel_std.iter().any(|&s| s <= 0.0) {
-        return Err("input.pixel_std must be positive".into());
-    }
-    if m.input.min_size_test == 0 || m.input.max_size_test < m.input.min_size_test {
-        return Err("input sizes need 0 < min_size_test <= max_size_test".into());
-    }
-    let (rpn_feats, roi_feats, div): (Vec<&str>, Vec<&str>, u32) = match m.neck {
-        Neck::Fpn { .. } => (
-            vec!["p2", "p3", "p4", "p5", "p6"],
-            vec!["p2", "p3", "p4", "p5"],
-            32,
-        ),
-        Neck::C4 => (vec!["res4"], vec!["res4"], 0),
-        Neck::Dc5 => (vec!["res5"], vec!["res5"], 0),
-    };
-    if m.rpn.in_features != rpn_feats || m.roi_heads.in_features != roi_feats {
-        return Err(format!(
-            "this neck needs rpn.in_features {rpn_feats:?} and roi_heads.in_features {roi_feats:?}"
-        ));
-    }
-    if m.input.size_divisibility != div {
-        return Err(format!("this neck needs input.size_divisibility {div}"));
-    }
-    if m.rpn.anchor_sizes.len() != m.rpn.in_features.len() || m.rpn.aspect_ratios.is_empty() {
-        return Err("rpn.anchor_sizes needs one list per RPN input feature".into());
-    }
-    if !(1..=2).contains(&m.rpn.num_convs) {
-        return Err("rpn.num_convs must be 1 or 2".into());
-    }
-    let stages = m.roi_heads.bbox_reg_weights.len();
-    match m.roi_heads.kind {
-        RoiHeadsKind::Cascade if stages < 2 => {
-            return Err("cascade roi_heads need one bbox_reg_weights entry per stage".into());
-        }
-        RoiHeadsKind::Standard | RoiHeadsKind::Res5 if stages != 1 => {
-            return Err("roi_heads.bbox_reg_weights needs exactly one entry".into());
-        }
-        _ => {}
-    }
-    if (m.roi_heads.kind == RoiHeadsKind::Res5) != (m.neck == Neck::C4) {
-        return Err("C4 models (and only they) use roi_heads.kind = \"res5\"".into());
-    }
-    if m.roi_heads.kind != RoiHeadsKind::Res5 && m.box_head.num_conv + m.box_head.num_fc == 0 {
-        return Err("box_head needs at least one conv or fc layer".into());
-    }
-    if m.mask_head.resolution != 2 * m.mask_head.pooler_resolution
-        && !(m.neck == Neck::C4 && m.mask_head.resolution == m.mask_head.pooler_resolution)
-    {
-        return Err("mask_head.resolution must be twice its pooler resolution".into());
-    }
-    for (name, v) in [
-        ("roi_heads.score_thresh_test", m.roi_heads.score_thresh_test),
-        ("roi_heads.nms_thresh_test", m.roi_heads.nms_thresh_test),
-        ("rpn.nms_thresh", m.rpn.nms_thresh),
-        ("mask_head.threshold", m.mask_head.threshold),
-    ] {
-        if !(0.0..=1.0).contains(&v) {
-            return Err(format!("{name} must lie in [0, 1]"));
-        }
-    }
-    match &m.backbone {
-        Backbone::Resnet {
-            depth,
-            deform_on_per_stage,
-            ..
-        } => {
-            if ![50, 101, 152].contains(depth) {
-                return Err(format!("backbone.depth {depth} is not 50, 101 or 152"));
-            }
-            if deform_on_per_stage[0] {
-                return Err("deformable res2 is not supported by Detectron2".into());
-            }
-        }
-        Backbone::Regnet { .. } => {
-            if !matches!(m.neck, Neck::Fpn { .. }) {
-                return Err("RegNet backbones are used with FPN only".into());
-            }
-        }
-    }
-    Ok(())
+    m.spec().validate()
 }

@@ -9,10 +9,12 @@ pub mod download;
 pub mod hashing;
 pub mod manifest;
 pub mod registry;
+pub mod spec;
 pub mod store;
 pub mod testing;
 
 pub use catalog::{Catalog, CatalogError, ModelEntry};
+pub use spec::ModelSpec;
 pub use classes::{ClassInfo, ClassList};
 pub use manifest::Manifest;
 pub use registry::{Index, IndexEntry, Registry, RegistryError};

@@ -5,12 +5,44 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classes::ClassInfo;
+use crate::spec::ModelSpec;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MODEL_FILE: &str = "model.onnx";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileInfo {
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Where a converted checkpoint came from.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A Detectron2 model-zoo checkpoint of the catalog.
+    #[default]
+    Zoo,
+    /// A user's own checkpoint, imported with its config (`zoo import`).
+    Custom,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Zoo => "zoo",
+            Self::Custom => "custom",
+        }
+    }
+}
+
+/// The checkpoint an artifact was converted from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceInfo {
+    /// Manifests of format 1 predate custom models: they are all zoo.
+    #[serde(default)]
+    pub kind: SourceKind,
     pub file: String,
     pub sha256: String,
     pub size: u64,
@@ -46,12 +78,17 @@ pub struct Thresholds {
 pub struct Manifest {
     /// Manifest format version.
     pub format: u32,
-    /// Catalog key.
+    /// Registry key: the catalog key of a zoo model, the user's `--name` of a custom one.
     pub key: String,
     pub name: String,
-    pub zoo_id: u64,
+    /// Detectron2 model-zoo id (zoo models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zoo_id: Option<u64>,
+    /// Catalog dataset key of a zoo model (`coco`, …); `custom` for a user's model.
+    #[serde(default)]
+    pub dataset: String,
     /// The checkpoint it was converted from.
-    pub source: FileInfo,
+    pub source: SourceInfo,
     /// The ONNX graph.
     pub artifact: FileInfo,
     pub opset: u32,
@@ -61,8 +98,12 @@ pub struct Manifest {
     pub classes: Vec<ClassInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub box_ap: Option<f64>,
-    pub mask_ap: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_ap: Option<f64>,
     pub thresholds: Thresholds,
+    /// The full model description the graph was built from (format 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ModelSpec>,
     pub converter_version: String,
 }
 
@@ -80,7 +121,14 @@ pub enum ManifestError {
     },
 }
 
+/// The manifest format this build writes (1: zoo only; 2: + source kind, dataset, spec).
+pub const MANIFEST_FORMAT: u32 = 2;
+
 impl Manifest {
+    /// A user's own model (`zoo import`), not a zoo checkpoint.
+    pub fn is_custom(&self) -> bool {
+        self.source.kind == SourceKind::Custom
+    }
     pub fn read(path: &Path) -> Result<Self, ManifestError> {
         let text = std::fs::read(path).map_err(|source| ManifestError::Read {
             path: path.display().to_string(),

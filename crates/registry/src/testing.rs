@@ -122,11 +122,13 @@ pub fn fake_artifact(dir: &Path, key: &str, size: usize, seed: u64) -> Manifest 
         shape: shape.iter().map(|s| s.to_string()).collect(),
     };
     let manifest = Manifest {
-        format: 1,
+        format: crate::manifest::MANIFEST_FORMAT,
         key: key.into(),
         name: "test artifact".into(),
-        zoo_id: 0,
-        source: FileInfo {
+        zoo_id: None,
+        dataset: "cityscapes".into(),
+        source: crate::manifest::SourceInfo {
+            kind: crate::manifest::SourceKind::Zoo,
             file: "model_final_000000.pkl".into(),
             sha256: "0".repeat(64),
             size: 0,
@@ -147,13 +149,14 @@ pub fn fake_artifact(dir: &Path, key: &str, size: usize, seed: u64) -> Manifest 
         },
         classes: ClassList::builtin("cityscapes").unwrap().classes,
         box_ap: None,
-        mask_ap: 1.0,
+        mask_ap: Some(1.0),
         thresholds: Thresholds {
             score: 0.05,
             nms: 0.5,
             detections_per_image: 100,
             mask: 0.5,
         },
+        spec: None,
         converter_version: "test".into(),
     };
     std::fs::write(dir.join(MANIFEST_FILE), manifest.to_json()).unwrap();
