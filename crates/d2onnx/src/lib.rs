@@ -23,9 +23,12 @@ pub mod resnet;
 pub mod roi_heads;
 pub mod rpn;
 pub mod synth;
+pub mod torch;
+pub mod yacs;
 
-pub use convert::{ConvertOptions, convert_checkpoint};
-pub use pickle::{Checkpoint, PickleError, read_checkpoint};
+pub use convert::{ConvertOptions, ModelDescription, Origin, convert_checkpoint, write_artifact};
+pub use pickle::{Checkpoint, CheckpointFormat, PickleError, read_checkpoint};
+pub use torch::read_any_checkpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {

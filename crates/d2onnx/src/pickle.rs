@@ -6,6 +6,12 @@
 //! torch tensor, an arbitrary callable) is refused with a clear error. Every
 //! length is checked against the bytes actually present, so a hostile or
 //! truncated file costs at most a copy of itself in memory and never panics.
+//!
+//! The same machine has a second mode for the `data.pkl` of `torch.save`
+//! files ([`crate::torch`]): there the allow-list is modelled on torch's own
+//! `weights_only` unpickler (storages, `_rebuild_tensor_v2`, `OrderedDict`),
+//! storages arrive as persistent ids, and tensors stay lazy descriptions
+//! until the torch reader decides which ones it needs.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -29,6 +35,17 @@ pub enum PickleError {
     Malformed { pos: usize, why: String },
     #[error("not a Detectron2 checkpoint: {0}")]
     Layout(String),
+    #[error("not a readable torch.save zip archive: {0}")]
+    Zip(String),
+    #[error("not a readable legacy torch.save file: {0}")]
+    Legacy(String),
+    /// An error inside one record of a zip archive; positions are relative to that record.
+    #[error("in record `{record}`: {source}")]
+    Record { record: String, source: Box<PickleError> },
+    #[error("tensor `{name}`: {why}")]
+    Tensor { name: String, why: String },
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }
 
 /// Element type of a stored array.
@@ -112,7 +129,7 @@ impl Array<'_> {
     }
 }
 
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;
@@ -134,10 +151,34 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// A Detectron2 checkpoint: the `model` dict of a zoo `.pkl`.
+/// Which container a checkpoint was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// A Detectron2 model-zoo `.pkl`: a plain pickle of numpy arrays.
+    ZooPickle,
+    /// A `torch.save` zip archive (the default since PyTorch 1.6).
+    TorchZip,
+    /// A `torch.save(..., _use_new_zipfile_serialization=False)` stream of pickles.
+    TorchLegacy,
+}
+
+impl CheckpointFormat {
+    /// A short stable identifier, for logs and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ZooPickle => "zoo-pickle",
+            Self::TorchZip => "torch-zip",
+            Self::TorchLegacy => "torch-legacy",
+        }
+    }
+}
+
+/// A Detectron2 checkpoint: the `model` dict of a zoo `.pkl` or of a
+/// `torch.save` file (its state dict).
 #[derive(Debug)]
 pub struct Checkpoint<'a> {
     pub author: Option<String>,
+    pub format: CheckpointFormat,
     /// In file order.
     pub tensors: Vec<(String, Array<'a>)>,
 }
@@ -148,29 +189,198 @@ impl<'a> Checkpoint<'a> {
     }
 }
 
+/// How the pickle machine treats globals and persistent ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Detectron2 zoo `.pkl`: numpy arrays; anything torch is refused.
+    Zoo,
+    /// `data.pkl` of a `torch.save` file: storages as persistent ids, lazy tensors.
+    Torch,
+}
+
+/// Element type of a torch storage (`torch.FloatStorage` …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StorageDType {
+    F32,
+    F16,
+    BF16,
+    F64,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl StorageDType {
+    fn from_class(name: &str) -> Option<Self> {
+        Some(match name {
+            "FloatStorage" => Self::F32,
+            "HalfStorage" => Self::F16,
+            "BFloat16Storage" => Self::BF16,
+            "DoubleStorage" => Self::F64,
+            "LongStorage" => Self::I64,
+            "IntStorage" => Self::I32,
+            "ShortStorage" => Self::I16,
+            "CharStorage" => Self::I8,
+            "ByteStorage" => Self::U8,
+            "BoolStorage" => Self::Bool,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn size(self) -> usize {
+        match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::I32 => 4,
+            Self::F16 | Self::BF16 | Self::I16 => 2,
+            Self::I8 | Self::U8 | Self::Bool => 1,
+        }
+    }
+
+    pub(crate) fn class_name(self) -> &'static str {
+        match self {
+            Self::F32 => "FloatStorage",
+            Self::F16 => "HalfStorage",
+            Self::BF16 => "BFloat16Storage",
+            Self::F64 => "DoubleStorage",
+            Self::I64 => "LongStorage",
+            Self::I32 => "IntStorage",
+            Self::I16 => "ShortStorage",
+            Self::I8 => "CharStorage",
+            Self::U8 => "ByteStorage",
+            Self::Bool => "BoolStorage",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Global {
+pub(crate) enum Global {
     Reconstruct,
     NdarrayType,
     DtypeType,
     CodecsEncode,
     FromBuffer,
     OrderedDict,
+    // Torch mode only (classify_torch_global is the only producer).
+    Counter,
+    RebuildTensorV2,
+    RebuildParameter,
+    Storage(StorageDType),
+}
+
+/// A storage named by a `torch.save` persistent id; its bytes live elsewhere
+/// in the file (a zip record or a legacy trailer), found by `key`.
+#[derive(Debug)]
+pub(crate) struct StorageRef {
+    pub(crate) key: Rc<str>,
+    pub(crate) dtype: StorageDType,
+}
+
+/// A tensor as `_rebuild_tensor_v2` describes it: a view of a storage, in
+/// elements. Nothing is read until the torch reader materialises it, so
+/// optimizer state costs no more than its pickle.
+#[derive(Debug)]
+pub(crate) struct TensorRef {
+    pub(crate) storage: Rc<StorageRef>,
+    pub(crate) offset: i64,
+    pub(crate) size: Vec<i64>,
+    pub(crate) stride: Vec<i64>,
 }
 
 #[derive(Debug)]
-struct DtypeObj {
+pub(crate) struct DtypeObj {
     code: String,
     order: u8,
 }
 
 #[derive(Debug, Default)]
-struct ArrayObj<'a> {
+pub(crate) struct ArrayObj<'a> {
     built: Option<Array<'a>>,
 }
 
+/// The items of a tuple or list. Dropping one dismantles its contents with
+/// a work list, so a hostile pickle of a million nested lists cannot
+/// overflow the stack through recursive drops.
+#[derive(Debug, Default)]
+pub(crate) struct Items<'a>(pub(crate) Vec<Value<'a>>);
+
+/// The entries of a dict, in insertion order; dropped like [`Items`].
+#[derive(Debug, Default)]
+pub(crate) struct Pairs<'a>(pub(crate) Vec<(Value<'a>, Value<'a>)>);
+
+impl Drop for Items<'_> {
+    fn drop(&mut self) {
+        dismantle(std::mem::take(&mut self.0));
+    }
+}
+
+impl Drop for Pairs<'_> {
+    fn drop(&mut self) {
+        let pairs = std::mem::take(&mut self.0);
+        dismantle(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect());
+    }
+}
+
+impl<'a> std::ops::Deref for Items<'a> {
+    type Target = Vec<Value<'a>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Items<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> std::ops::Deref for Pairs<'a> {
+    type Target = Vec<(Value<'a>, Value<'a>)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Pairs<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// Drop values without recursion: a container whose last reference this is
+/// hands its contents to the work list, then drops empty. Containers still
+/// shared (memo, other parents) are only decremented.
+fn dismantle(mut work: Vec<Value<'_>>) {
+    while let Some(v) = work.pop() {
+        match v {
+            Value::Tuple(rc) => {
+                if let Ok(mut items) = Rc::try_unwrap(rc) {
+                    work.append(&mut items.0);
+                }
+            }
+            Value::List(rc) => {
+                if let Ok(cell) = Rc::try_unwrap(rc) {
+                    work.append(&mut cell.into_inner().0);
+                }
+            }
+            Value::Dict(rc) => {
+                if let Ok(cell) = Rc::try_unwrap(rc) {
+                    let mut pairs = cell.into_inner();
+                    for (k, v) in std::mem::take(&mut pairs.0) {
+                        work.push(k);
+                        work.push(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     None,
     Bool(bool),
     Int(i64),
@@ -178,16 +388,20 @@ enum Value<'a> {
     Float,
     Str(Rc<str>),
     Bytes(Rc<Cow<'a, [u8]>>),
-    Tuple(Rc<Vec<Value<'a>>>),
-    List(Rc<RefCell<Vec<Value<'a>>>>),
-    Dict(Rc<RefCell<Vec<(Value<'a>, Value<'a>)>>>),
+    Tuple(Rc<Items<'a>>),
+    List(Rc<RefCell<Items<'a>>>),
+    Dict(Rc<RefCell<Pairs<'a>>>),
     Global(Global),
     Dtype(Rc<RefCell<DtypeObj>>),
     Array(Rc<RefCell<ArrayObj<'a>>>),
+    /// Torch mode: a persistent-id storage.
+    Storage(Rc<StorageRef>),
+    /// Torch mode: a lazy tensor.
+    Tensor(Rc<TensorRef>),
 }
 
 impl Value<'_> {
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "bool",
@@ -201,6 +415,8 @@ impl Value<'_> {
             Value::Global(_) => "global",
             Value::Dtype(_) => "dtype",
             Value::Array(_) => "ndarray",
+            Value::Storage(_) => "storage",
+            Value::Tensor(_) => "tensor",
         }
     }
 }
@@ -211,9 +427,108 @@ struct Vm<'a> {
     stack: Vec<Value<'a>>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value<'a>>,
+    mode: Mode,
+    /// Torch mode: every storage key a persistent id named, with its dtype.
+    storages: HashMap<Rc<str>, StorageDType>,
 }
 
-fn classify_global(module: &str, name: &str, pos: usize) -> Result<Global, PickleError> {
+impl Drop for Vm<'_> {
+    fn drop(&mut self) {
+        let mut rest = std::mem::take(&mut self.stack);
+        rest.extend(self.memo.drain().map(|(_, v)| v));
+        dismantle(rest);
+    }
+}
+
+/// One pickle of a torch file, unpickled in torch mode.
+pub(crate) struct Unpickled<'a> {
+    pub(crate) root: Value<'a>,
+    /// The byte after its STOP opcode: where the next pickle of a legacy file starts.
+    pub(crate) end: usize,
+    pub(crate) storages: HashMap<Rc<str>, StorageDType>,
+}
+
+impl Drop for Unpickled<'_> {
+    fn drop(&mut self) {
+        dismantle(vec![std::mem::replace(&mut self.root, Value::None)]);
+    }
+}
+
+/// Run one pickle that starts at `start` in `buf`, in torch mode.
+pub(crate) fn unpickle_torch(buf: &[u8], start: usize) -> Result<Unpickled<'_>, PickleError> {
+    let mut vm = Vm::new(buf, start, Mode::Torch);
+    let root = vm.run()?;
+    Ok(Unpickled {
+        root,
+        end: vm.pos,
+        storages: std::mem::take(&mut vm.storages),
+    })
+}
+
+/// Why a global is refused in torch mode: the message should tell a user
+/// what they saved and what to save instead.
+fn torch_refusal(module: &str, name: &str) -> &'static str {
+    let top = module.split('.').next().unwrap_or(module);
+    match (module, name) {
+        _ if matches!(
+            top,
+            "os" | "posix" | "nt" | "sys" | "subprocess" | "builtins" | "__builtin__" | "shutil" | "socket"
+                | "importlib" | "runpy" | "pickle" | "marshal" | "ctypes" | "pty" | "webbrowser" | "code"
+                | "commands" | "types" | "functools" | "operator"
+        ) =>
+        {
+            "loading it would call this function: a weights file holds only tensors, dicts and numbers, so this file is refused as potentially malicious"
+        }
+        ("torch._utils", "_rebuild_tensor_v3") | ("torch", "UntypedStorage") => {
+            "new-style storages (float8 and other new dtypes) are not supported; save float32/float16 weights"
+        }
+        ("torch._tensor", "_rebuild_from_type_v2") => {
+            "tensor subclasses are not read; save plain tensors (model.state_dict())"
+        }
+        ("torch._utils", "_rebuild_qtensor") => "quantized tensors are not supported",
+        ("torch._utils", _) => "sparse, meta and device-specific tensors are not supported",
+        _ if top == "numpy" => {
+            "numpy objects inside a torch.save file are not read (torch.load(weights_only=True) refuses them too)"
+        }
+        _ if top == "detectron2" || module.starts_with("torch.nn") || top == "__main__"
+            || name.starts_with(|c: char| c.is_ascii_uppercase()) =>
+        {
+            "this is a whole pickled object (torch.save(model)?); a pickled nn.Module cannot be read without running its code: save the state_dict instead, e.g. torch.save({\"model\": model.state_dict()}, path)"
+        }
+        _ => "only tensors, dicts, lists and numbers are read from torch.save checkpoints (the torch.load(weights_only=True) subset)",
+    }
+}
+
+/// The torch-mode allow-list: the part of `torch/_weights_only_unpickler.py`
+/// that Detectron2 checkpoints use.
+fn classify_torch_global(module: &str, name: &str, pos: usize) -> Result<Global, PickleError> {
+    if module == "torch"
+        && let Some(dt) = StorageDType::from_class(name)
+    {
+        return Ok(Global::Storage(dt));
+    }
+    Ok(match (module, name) {
+        ("collections", "OrderedDict") => Global::OrderedDict,
+        // torch LR schedulers keep milestones in a Counter.
+        ("collections", "Counter") => Global::Counter,
+        ("_codecs", "encode") => Global::CodecsEncode,
+        ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => Global::RebuildParameter,
+        _ => {
+            return Err(PickleError::Global {
+                module: module.to_string(),
+                name: name.to_string(),
+                pos,
+                why: torch_refusal(module, name),
+            });
+        }
+    })
+}
+
+fn classify_global(mode: Mode, module: &str, name: &str, pos: usize) -> Result<Global, PickleError> {
+    if mode == Mode::Torch {
+        return classify_torch_global(module, name, pos);
+    }
     let g = match (module, name) {
         ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Global::Reconstruct,
         ("numpy", "ndarray") => Global::NdarrayType,
@@ -239,6 +554,18 @@ fn classify_global(module: &str, name: &str, pos: usize) -> Result<Global, Pickl
 }
 
 impl<'a> Vm<'a> {
+    fn new(buf: &'a [u8], start: usize, mode: Mode) -> Self {
+        Vm {
+            buf,
+            pos: start,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            mode,
+            storages: HashMap::new(),
+        }
+    }
+
     fn malformed<T>(&self, why: impl Into<String>) -> Result<T, PickleError> {
         Err(PickleError::Malformed {
             pos: self.pos,
@@ -315,7 +642,7 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn run(mut self) -> Result<Value<'a>, PickleError> {
+    fn run(&mut self) -> Result<Value<'a>, PickleError> {
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -339,16 +666,27 @@ impl<'a> Vm<'a> {
                 b')' => self.stack.push(Value::Tuple(Rc::default())),
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    self.stack.push(Value::Tuple(Rc::new(Items(items))));
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                    self.stack.push(Value::List(Rc::new(RefCell::new(Items(items)))));
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
                     let pairs = self.pairs(items)?;
-                    self.stack.push(Value::Dict(Rc::new(RefCell::new(pairs))));
+                    self.stack.push(Value::Dict(Rc::new(RefCell::new(Pairs(pairs)))));
+                }
+                // Sets only occur outside the weights (torch's unpickler allows
+                // them); a list is a cheap stand-in that keeps the bytes parsing.
+                0x8f if self.mode == Mode::Torch => self.stack.push(Value::List(Rc::default())),
+                0x90 if self.mode == Mode::Torch => {
+                    let items = self.pop_mark()?;
+                    self.append(items)?;
+                }
+                0x91 if self.mode == Mode::Torch => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Tuple(Rc::new(Items(items))));
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -356,7 +694,7 @@ impl<'a> Vm<'a> {
                         return self.malformed("tuple needs more items");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    self.stack.push(Value::Tuple(Rc::new(Items(items))));
                 }
                 b's' => {
                     let v = self.pop()?;
@@ -469,7 +807,7 @@ impl<'a> Vm<'a> {
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    let g = classify_global(module, name, at)?;
+                    let g = classify_global(self.mode, module, name, at)?;
                     self.stack.push(Value::Global(g));
                 }
                 0x93 => {
@@ -478,7 +816,7 @@ impl<'a> Vm<'a> {
                     let (Value::Str(m), Value::Str(n)) = (&module, &name) else {
                         return self.malformed("STACK_GLOBAL needs two strings");
                     };
-                    let g = classify_global(m, n, at)?;
+                    let g = classify_global(self.mode, m, n, at)?;
                     self.stack.push(Value::Global(g));
                 }
                 b'R' => {
@@ -512,6 +850,18 @@ impl<'a> Vm<'a> {
                     let v = self.top()?.clone();
                     self.stack.push(v);
                 }
+                b'Q' if self.mode == Mode::Torch => {
+                    let pid = self.pop()?;
+                    let v = self.persistent_load(pid)?;
+                    self.stack.push(v);
+                }
+                b'P' if self.mode == Mode::Torch => {
+                    return Err(PickleError::Opcode {
+                        op,
+                        pos: at,
+                        why: "text persistent ids (PERSID) are not torch.save storages",
+                    });
+                }
                 b'P' | b'Q' => {
                     return Err(PickleError::Opcode {
                         op,
@@ -537,11 +887,19 @@ impl<'a> Vm<'a> {
     }
 
     fn set_items(&mut self, pairs: Vec<(Value<'a>, Value<'a>)>) -> Result<(), PickleError> {
+        let torch = self.mode == Mode::Torch;
         match self.top()? {
             Value::Dict(d) => {
                 let mut d = d.borrow_mut();
                 for (k, v) in pairs {
-                    if matches!(k, Value::Str(_) | Value::Bytes(_) | Value::Int(_)) {
+                    // Torch mode also meets optimizer and scheduler state, whose
+                    // keys may be any hashable scalar; only weight names must be strings.
+                    let key_ok = match k {
+                        Value::Str(_) | Value::Bytes(_) | Value::Int(_) => true,
+                        Value::None | Value::Bool(_) | Value::Float | Value::Tuple(_) => torch,
+                        _ => false,
+                    };
+                    if key_ok {
                         d.push((k, v));
                     } else {
                         return self.malformed("dict keys must be strings or ints");
@@ -603,8 +961,90 @@ impl<'a> Vm<'a> {
                 Ok(Value::Array(Rc::new(RefCell::new(ArrayObj { built: Some(arr) }))))
             }
             (Global::OrderedDict, []) => Ok(Value::Dict(Rc::default())),
+            (Global::Counter, []) => Ok(Value::Dict(Rc::default())),
+            (Global::Counter, [Value::Dict(d)]) => Ok(Value::Dict(d.clone())),
+            // _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None)
+            (
+                Global::RebuildTensorV2,
+                [Value::Storage(storage), Value::Int(offset), Value::Tuple(size), Value::Tuple(stride), Value::Bool(_), hooks, rest @ ..],
+            ) if rest.len() <= 1 => {
+                if !matches!(hooks, Value::Dict(_) | Value::None)
+                    || !matches!(rest.first(), None | Some(Value::Dict(_) | Value::None))
+                {
+                    return self.malformed("_rebuild_tensor_v2 hooks or metadata are not dicts");
+                }
+                let size = self.ints(size, "tensor size")?;
+                let stride = self.ints(stride, "tensor stride")?;
+                Ok(Value::Tensor(Rc::new(TensorRef {
+                    storage: storage.clone(),
+                    offset: *offset,
+                    size,
+                    stride,
+                })))
+            }
+            // Parameter(tensor, requires_grad, hooks[, state]) is just its tensor here.
+            (Global::RebuildParameter, [t @ Value::Tensor(_), Value::Bool(_), _, rest @ ..]) if rest.len() <= 1 => {
+                Ok(t.clone())
+            }
             (g, _) => self.malformed(format!("unexpected arguments for {g:?}")),
         }
+    }
+
+    fn ints(&self, items: &[Value<'a>], what: &str) -> Result<Vec<i64>, PickleError> {
+        items
+            .iter()
+            .map(|v| match v {
+                Value::Int(n) => Ok(*n),
+                other => self.malformed(format!("{what} holds a {}", other.kind())),
+            })
+            .collect()
+    }
+
+    /// BINPERSID: torch.save replaces each storage by
+    /// `('storage', <torch.XStorage>, key, location, numel)` (zip) or the same
+    /// with a sixth `view_metadata` element that is None (legacy).
+    fn persistent_load(&mut self, pid: Value<'a>) -> Result<Value<'a>, PickleError> {
+        let Value::Tuple(t) = &pid else {
+            return self.malformed(format!("persistent id is a {}, not a tuple", pid.kind()));
+        };
+        let (dtype, key) = match t.as_slice() {
+            [Value::Str(tag), rest @ ..] if &**tag == "storage" => match rest {
+                [Value::Global(Global::Storage(dt)), Value::Str(key), Value::Str(_location), Value::Int(numel)]
+                | [Value::Global(Global::Storage(dt)), Value::Str(key), Value::Str(_location), Value::Int(numel), Value::None]
+                    if *numel >= 0 =>
+                {
+                    (*dt, key.clone())
+                }
+                [_, _, _, _, Value::Tuple(_)] => {
+                    return Err(PickleError::Unsupported(
+                        "storage views (view_metadata of pre-1.0 legacy torch.save files); re-save the checkpoint with a recent torch"
+                            .into(),
+                    ));
+                }
+                _ => return self.malformed("storage persistent id is not ('storage', <torch.XStorage>, key, location, numel)"),
+            },
+            [Value::Str(tag), ..] if &**tag == "module" => {
+                return Err(PickleError::Unsupported(
+                    "a whole pickled nn.Module (torch.save(model)) cannot be read; save the state_dict instead, e.g. torch.save({\"model\": model.state_dict()}, path)"
+                        .into(),
+                ));
+            }
+            _ => return self.malformed("only ('storage', …) persistent ids are read"),
+        };
+        match self.storages.get(&key) {
+            Some(&seen) if seen != dtype => {
+                return self.malformed(format!(
+                    "storage `{key}` is named both as {} and as {}",
+                    seen.class_name(),
+                    dtype.class_name()
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.storages.insert(key.clone(), dtype);
+            }
+        }
+        Ok(Value::Storage(Rc::new(StorageRef { key, dtype })))
     }
 
     fn build(&self, obj: Value<'a>, state: Value<'a>) -> Result<(), PickleError> {
@@ -638,6 +1078,9 @@ impl<'a> Vm<'a> {
                 Ok(())
             }
             (Value::Dict(_), Value::None) => Ok(()),
+            // A state_dict is an OrderedDict with a `_metadata` attribute
+            // (per-module versions); the weights do not depend on it.
+            (Value::Dict(_), Value::Dict(_)) if self.mode == Mode::Torch => Ok(()),
             (o, s) => self.malformed(format!("BUILD of a {} with a {}", o.kind(), s.kind())),
         }
     }
@@ -709,7 +1152,7 @@ fn fortran_to_c(data: &[u8], dims: &[usize], item: usize) -> Vec<u8> {
     out
 }
 
-fn key_string(k: &Value<'_>) -> Option<String> {
+pub(crate) fn key_string(k: &Value<'_>) -> Option<String> {
     match k {
         Value::Str(s) => Some(s.to_string()),
         Value::Bytes(b) => Some(b.iter().map(|&c| c as char).collect()),
@@ -719,14 +1162,15 @@ fn key_string(k: &Value<'_>) -> Option<String> {
 
 /// Read a Detectron2 zoo checkpoint (`{"model": {name: ndarray}, "__author__": …}`).
 pub fn read_checkpoint(buf: &[u8]) -> Result<Checkpoint<'_>, PickleError> {
-    let vm = Vm {
-        buf,
-        pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-    };
+    let mut vm = Vm::new(buf, 0, Mode::Zoo);
     let root = vm.run()?;
+    drop(vm);
+    let out = zoo_checkpoint(&root);
+    dismantle(vec![root]);
+    out
+}
+
+fn zoo_checkpoint<'a>(root: &Value<'a>) -> Result<Checkpoint<'a>, PickleError> {
     let Value::Dict(root) = root else {
         return Err(PickleError::Layout(format!("the top level is a {}, not a dict", root.kind())));
     };
@@ -767,7 +1211,11 @@ pub fn read_checkpoint(buf: &[u8]) -> Result<Checkpoint<'_>, PickleError> {
             }
         }
     }
-    Ok(Checkpoint { author, tensors })
+    Ok(Checkpoint {
+        author,
+        format: CheckpointFormat::ZooPickle,
+        tensors,
+    })
 }
 
 #[cfg(test)]
