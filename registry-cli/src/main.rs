@@ -1,6 +1,7 @@
 //! `zoo`: the d2serve model-registry CLI. Argument parsing, progress and
 //! output only; the work happens in the `d2serve-registry` library.
 
+mod import;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ Examples:
   zoo pull r50-fpn-3x --convert               download, verify, then convert
   zoo verify                                 re-hash the cache against models.lock
   zoo convert r50-fpn-3x                     the cached checkpoint -> artifacts/<key>/model.onnx
+  zoo import output/model_final.pth --name lemons   your own fine-tuned model -> artifacts/lemons
   zoo publish r50-fpn-3x --to s3://my-bucket/registry
   zoo registry ls --registry file://./registry
 
@@ -118,6 +120,9 @@ enum Command {
     /// Convert a checkpoint into one ONNX graph plus manifest (ARTIFACTS/KEY by default).
     #[command(after_help = "Examples:\n  zoo convert r50-fpn-3x                       the cached checkpoint of a catalog model\n  zoo convert model.pkl --as r50-fpn-3x --out out/r50 --min-size 320 --max-size 512\n  zoo convert r50-fpn-3x --debug-outputs        also output RPN proposals and features, for parity work\n  zoo convert --all --synth --out /tmp/all       every catalog entry from full-size random weights, with a time/memory table")]
     Convert(ConvertArgs),
+    /// Import your own fine-tuned checkpoint (.pth + config + class names) as a model of its own.
+    #[command(after_help = import::AFTER_HELP)]
+    Import(import::ImportArgs),
     /// Write a zoo-format checkpoint with the real names and shapes and random weights.
     #[command(after_help = "Examples:\n  zoo synth r50-fpn-3x --out /tmp/r50.pkl\n  zoo synth r50-fpn-3x --out r50.pkl --seed 7 && zoo convert r50.pkl --as r50-fpn-3x")]
     Synth {
@@ -371,6 +376,24 @@ impl Global {
         self.artifacts.join(&entry.key)
     }
 
+    /// The registry key of `name`: a catalog key or alias, else a model of
+    /// one's own (`zoo import`), known by its converted folder (`artifact`,
+    /// or ARTIFACTS/NAME) holding a manifest of that key.
+    fn model_key(&self, catalog: &Catalog, name: &str, artifact: Option<&Path>) -> Result<String> {
+        if let Some(entry) = catalog.get(name) {
+            return Ok(entry.key.clone());
+        }
+        let dir = artifact.map_or_else(|| self.artifacts.join(name), Path::to_path_buf);
+        match d2serve_registry::Manifest::read(&dir.join("manifest.json")) {
+            Ok(m) if m.key == name => Ok(m.key),
+            Ok(m) => bail!("{} holds model `{}`, not `{name}`", dir.display(), m.key),
+            Err(_) => Err(anyhow::Error::new(catalog.require(name).unwrap_err()).context(format!(
+                "`{name}` is neither a catalog model nor an imported one ({} has no manifest.json; `zoo import CHECKPOINT --name {name}` makes one)",
+                dir.display()
+            ))),
+        }
+    }
+
     async fn registry(&self, location: &str) -> Result<Registry> {
         Ok(Registry::new(open_store(location, &self.s3.config()).await?))
     }
@@ -384,6 +407,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => pull(g, args).await,
         Command::Verify { models, json } => verify(g, models, *json),
         Command::Convert(args) => convert(g, args),
+        Command::Import(args) => import::run(g, args).await,
         Command::Predict(args) => predict(g, args),
         Command::Draw { image, annotation, out, model } => draw(g, image, annotation, out, model),
         Command::Bench(args) => bench(g, args).await,
@@ -426,15 +450,17 @@ async fn list(g: &Global, as_json: bool, registry: &str) -> Result<()> {
             })
         })
         .collect();
+    let mut rows = rows;
+    rows.extend(imported_rows(g, &catalog, index.as_ref()));
     if as_json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     let fmt_ap = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
-    let width = catalog.models.iter().map(|m| m.key.len()).max().unwrap_or(3);
+    let width = rows.iter().filter_map(|r| r["key"].as_str()).map(str::len).max().unwrap_or(3);
     println!(
-        "{:<width$}  {:<26}  {:<10}  {:>6}  {:>7}  STATE",
-        "KEY", "NAME", "DATASET", "BOX AP", "MASK AP"
+        "{:<width$}  {:<26}  {:<10}  {:>7}  {:>6}  {:>7}  STATE",
+        "KEY", "NAME", "DATASET", "CLASSES", "BOX AP", "MASK AP"
     );
     for r in &rows {
         let state: Vec<&str> = [("cached", "local"), ("converted", "converted"), ("published", "published")]
@@ -443,16 +469,71 @@ async fn list(g: &Global, as_json: bool, registry: &str) -> Result<()> {
             .map(|(_, label)| *label)
             .collect();
         println!(
-            "{:<width$}  {:<26}  {:<10}  {:>6}  {:>7}  {}",
+            "{:<width$}  {:<26}  {:<10}  {:>7}  {:>6}  {:>7}  {}",
             r["key"].as_str().unwrap_or_default(),
             r["name"].as_str().unwrap_or_default(),
             r["dataset"].as_str().unwrap_or_default(),
+            r["num_classes"].as_u64().map_or("-".to_string(), |n| n.to_string()),
             fmt_ap(&r["box_ap"]),
             fmt_ap(&r["mask_ap"]),
             if state.is_empty() { "-".to_string() } else { state.join(",") }
         );
     }
     Ok(())
+}
+
+/// Models of one's own (`zoo import`): converted folders under ARTIFACTS
+/// whose manifest says `source.kind = custom`, and registry entries that are
+/// not catalog models.
+fn imported_rows(g: &Global, catalog: &Catalog, index: Option<&d2serve_registry::Index>) -> Vec<serde_json::Value> {
+    let mut found: std::collections::BTreeMap<String, Option<d2serve_registry::Manifest>> = Default::default();
+    // Keys may hold `/`: look two levels deep.
+    let mut dirs = vec![g.artifacts.clone()];
+    for depth in 0..2 {
+        let mut next = Vec::new();
+        for d in &dirs {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if !p.is_dir() {
+                    continue;
+                }
+                match d2serve_registry::Manifest::read(&p.join("manifest.json")) {
+                    Ok(m) if catalog.get(&m.key).is_none() => {
+                        found.insert(m.key.clone(), Some(m));
+                    }
+                    Ok(_) => {}
+                    Err(_) if depth == 0 => next.push(p),
+                    Err(_) => {}
+                }
+            }
+        }
+        dirs = next;
+    }
+    if let Some(index) = index {
+        for key in index.models.keys().filter(|k| catalog.get(k).is_none()) {
+            found.entry(key.clone()).or_insert(None);
+        }
+    }
+    found
+        .into_iter()
+        .map(|(key, m)| {
+            json!({
+                "key": key,
+                "name": m.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| key.clone()),
+                "aliases": [],
+                "model_id": null,
+                "dataset": m.as_ref().map(|m| m.dataset.clone()).unwrap_or_else(|| "custom".into()),
+                "num_classes": m.as_ref().map(|m| m.classes.len()),
+                "box_ap": null,
+                "mask_ap": null,
+                "inference_s_per_im": null,
+                "cached": false,
+                "converted": m.is_some(),
+                "published": index.is_some_and(|i| i.models.contains_key(&key)),
+                "source": "custom",
+            })
+        })
+        .collect()
 }
 
 fn show(g: &Global, name: &str, as_json: bool) -> Result<()> {
@@ -641,10 +722,10 @@ fn output_path(base: &Path, image: &Path, many: bool, ext: &str) -> PathBuf {
 
 fn predict(g: &Global, args: &PredictArgs) -> Result<()> {
     let catalog = g.catalog()?;
-    let entry = catalog.require(&args.model)?;
-    let dir = args.artifact.clone().unwrap_or_else(|| g.artifact_dir(entry));
+    let key = g.model_key(&catalog, &args.model, args.artifact.as_deref())?;
+    let dir = args.artifact.clone().unwrap_or_else(|| g.artifacts.join(&key));
     if !dir.join(MODEL_FILE).is_file() {
-        bail!("{} has no converted model: run `zoo convert {}` (or pass --artifact DIR)", dir.display(), entry.key);
+        bail!("{} has no converted model: run `zoo convert {key}` (or pass --artifact DIR)", dir.display());
     }
     let model = LoadedModel::open(&dir, &args.runtime.session_options())?;
     let many = args.images.len() > 1;
@@ -681,12 +762,18 @@ fn predict(g: &Global, args: &PredictArgs) -> Result<()> {
 
 fn draw(g: &Global, image: &Path, annotation: &Path, out: &Path, model: &str) -> Result<()> {
     let catalog = g.catalog()?;
-    let entry = catalog.require(model)?;
+    let classes = match catalog.get(model) {
+        Some(entry) => catalog.classes(entry).classes,
+        None => {
+            let key = g.model_key(&catalog, model, None)?;
+            d2serve_registry::Manifest::read(&g.artifacts.join(&key).join("manifest.json"))?.classes
+        }
+    };
     let mut img = read_image(image)?;
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(annotation).with_context(|| format!("reading {}", annotation.display()))?)
         .with_context(|| format!("{} is not JSON", annotation.display()))?;
     let ann = v.get("annotation").cloned().unwrap_or(v);
-    let n = supervisely::draw_annotation(&mut img.data, img.height, img.width, &ann, &catalog.classes(entry).classes);
+    let n = supervisely::draw_annotation(&mut img.data, img.height, img.width, &ann, &classes);
     save_png(out, &img)?;
     println!("drew {n} objects on {} -> {}", image.display(), out.display());
     Ok(())
@@ -706,12 +793,13 @@ fn test_pattern() -> RgbImage {
 
 async fn bench(g: &Global, args: &BenchArgs) -> Result<()> {
     let catalog = g.catalog()?;
-    let entry = catalog.require(&args.model)?;
+    let key = g.model_key(&catalog, &args.model, args.artifact.as_deref())?;
     let work = tempfile::tempdir()?;
     let dir = match &args.artifact {
         Some(d) => d.clone(),
-        None if g.artifact_dir(entry).join(MODEL_FILE).is_file() => g.artifact_dir(entry),
+        None if g.artifacts.join(&key).join(MODEL_FILE).is_file() => g.artifacts.join(&key),
         None => {
+            let entry = catalog.require(&key)?;
             let pkl = work.path().join("synth.pkl");
             let mut w = std::io::BufWriter::new(std::fs::File::create(&pkl)?);
             d2serve_d2onnx::synth::write_checkpoint(entry, 1, &mut w)?;
@@ -725,14 +813,14 @@ async fn bench(g: &Global, args: &BenchArgs) -> Result<()> {
     };
     let registry = work.path().join("registry");
     Registry::new(std::sync::Arc::new(d2serve_registry::store::LocalStore::new(&registry)))
-        .publish(&entry.key, &dir)
+        .publish(&key, &dir)
         .await?;
     let image = match &args.image {
         Some(p) => read_image(p)?,
         None => test_pattern(),
     };
     let session = SessionOptions { optimize: !args.no_optimize, ..args.runtime.session_options() };
-    let r = d2serve_engine::bench::bench(&registry, &entry.key, work.path(), &image, args.runs, session).await?;
+    let r = d2serve_engine::bench::bench(&registry, &key, work.path(), &image, args.runs, session).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -907,10 +995,10 @@ fn convert(g: &Global, args: &ConvertArgs) -> Result<()> {
 
 async fn publish(g: &Global, name: &str, to: &str, artifact: Option<&Path>, as_json: bool) -> Result<()> {
     let catalog = g.catalog()?;
-    let entry = catalog.require(name)?;
-    let dir = artifact.map_or_else(|| g.artifact_dir(entry), Path::to_path_buf);
+    let key = g.model_key(&catalog, name, artifact)?;
+    let dir = artifact.map_or_else(|| g.artifacts.join(&key), Path::to_path_buf);
     let registry = g.registry(to).await?;
-    let p = registry.publish(&entry.key, &dir).await?;
+    let p = registry.publish(&key, &dir).await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&p)?);
     } else {
@@ -941,7 +1029,12 @@ async fn registry_command(g: &Global, cmd: &RegistryCommand) -> Result<()> {
                 println!("  (no model published yet)");
             }
             for (key, e) in &index.models {
-                println!("  {key}\n    current {} ({} bytes, published {})", e.artifact, e.size, e.published_at);
+                // The manifest says what the model is: a zoo model or one's own, and its classes.
+                let what = match r.artifact_manifest(key, &e.artifact).await {
+                    Ok(m) => format!("{}, {} classes, {}", m.name, m.classes.len(), if m.dataset == "custom" { "imported" } else { "zoo" }),
+                    Err(err) => format!("manifest unreadable: {err}"),
+                };
+                println!("  {key} ({what})\n    current {} ({} bytes, published {})", e.artifact, e.size, e.published_at);
                 if let Some(p) = &e.previous {
                     println!("    previous {p}");
                 }
@@ -980,10 +1073,11 @@ async fn registry_command(g: &Global, cmd: &RegistryCommand) -> Result<()> {
             registry,
         } => {
             let catalog = g.catalog()?;
-            let entry = catalog.require(model)?;
+            // A catalog name, or the key of an imported model as the registry knows it.
+            let key = catalog.get(model).map_or_else(|| model.clone(), |e| e.key.clone());
             let r = g.registry(registry).await?;
-            r.set_current(&entry.key, artifact).await?;
-            println!("{}: current artifact is now {artifact} in {}", entry.key, r.location());
+            r.set_current(&key, artifact).await?;
+            println!("{key}: current artifact is now {artifact} in {}", r.location());
             Ok(())
         }
     }

@@ -10,8 +10,10 @@
 pub mod boxes;
 pub mod builder;
 pub mod cascade;
+pub mod config;
 pub mod convert;
 pub mod fpn;
+pub mod import;
 pub mod layers;
 pub mod model;
 pub mod onnx;

@@ -30,10 +30,16 @@ pub struct EngineAnnotator {
 }
 
 impl EngineAnnotator {
-    /// Resolve `model` in the catalog, load it through the cache, check the settings against its classes.
+    /// Resolve `model` (catalog or registry), load it through the cache, check the settings against its classes.
     pub async fn load(cache: &ModelCache, catalog: &Catalog, model: &str, spec: &SettingsSpec, max_pixels: u64) -> Result<Self, BatchError> {
-        let entry = catalog.require(model).map_err(|e| BatchError::UnknownModel(e.to_string()))?;
-        let loaded = cache.get(&entry.key).await.map_err(|e| match e {
+        // A catalog key or alias, else the registry key of a model of one's own (`zoo import`).
+        let key = catalog.get(model).map_or_else(|| model.to_string(), |e| e.key.clone());
+        let loaded = cache.get(&key).await.map_err(|e| match e {
+            LoadError::NotPublished(_) if catalog.get(model).is_none() => BatchError::UnknownModel(format!(
+                "no model `{model}`: it is neither a catalog model (`zoo list`) nor published in the registry ({}); \
+                 an imported model is published with `zoo import … --name {model} --to …`",
+                cache.registry().location()
+            )),
             LoadError::NotPublished(k) => BatchError::UnknownModel(format!(
                 "model `{k}` is not published in the registry ({}): publish it with `zoo publish {k} --to …`",
                 cache.registry().location()
@@ -43,7 +49,7 @@ impl EngineAnnotator {
         if let Some(names) = &spec.classes {
             for n in names {
                 if !loaded.class_names().any(|c| c == n) {
-                    return Err(BatchError::BadSettings(format!("unknown class `{n}` in settings.classes for model `{}`", entry.key)));
+                    return Err(BatchError::BadSettings(format!("unknown class `{n}` in settings.classes for model `{key}`")));
                 }
             }
         }

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use d2serve_engine::pipeline::{Roi, Settings};
 use d2serve_engine::{LoadedModel, ModelCache, Prediction, RgbImage, supervisely};
-use d2serve_registry::{Catalog, ClassInfo, ModelEntry, S3Config};
+use d2serve_registry::{Catalog, ClassInfo, S3Config};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -129,15 +129,35 @@ async fn observe(State(st): S, req: Request, next: Next) -> Response {
 
 // ---------- model selection and settings ----------
 
-fn resolve_model<'c>(st: &'c AppState, requested: Option<&str>) -> Result<&'c ModelEntry, ApiError> {
+/// The registry key of the requested model: a catalog key or alias, else
+/// the key of a model of one's own (`zoo import`), which only the registry
+/// knows; an unpublished one is refused when it is loaded ([`load_model`]).
+fn resolve_model(st: &AppState, requested: Option<&str>) -> Result<String, ApiError> {
     let name = requested.filter(|s| !s.is_empty()).unwrap_or(&st.cfg.default_model);
-    st.cfg.catalog.get(name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_model",
-            format!("no model `{name}`; GET /v1/models lists the models this server has"),
-        )
-    })
+    if let Some(entry) = st.cfg.catalog.get(name) {
+        return Ok(entry.key.clone());
+    }
+    if name.len() > 256 || name.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(unknown_model(name));
+    }
+    Ok(name.to_string())
+}
+
+fn unknown_model(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_model",
+        format!("no model `{name}`; GET /v1/models lists the models this server has"),
+    )
+}
+
+/// The loaded model of `key`. A name that is neither in the catalog nor in
+/// the registry is an unknown model (404), as it was before imported models.
+async fn load_model(st: &AppState, key: &str) -> Result<Arc<LoadedModel>, ApiError> {
+    match st.cache.get(key).await {
+        Err(d2serve_engine::LoadError::NotPublished(_)) if st.cfg.catalog.get(key).is_none() => Err(unknown_model(key)),
+        other => Ok(other?),
+    }
 }
 
 /// `state.model`, else the `x-model` header.
@@ -230,8 +250,8 @@ struct Answer {
     timings: Vec<(&'static str, f64)>,
 }
 
-async fn run_inference(st: &Arc<AppState>, entry: &ModelEntry, bytes: Vec<u8>, settings: Settings, fetch_s: f64) -> Result<Answer, ApiError> {
-    let model = st.cache.get(&entry.key).await?;
+async fn run_inference(st: &Arc<AppState>, key: &str, bytes: Vec<u8>, settings: Settings, fetch_s: f64) -> Result<Answer, ApiError> {
+    let model = load_model(st, key).await?;
     let max_pixels = st.cfg.max_pixels;
     let t = Instant::now();
     let image: RgbImage = tokio::task::spawn_blocking(move || d2serve_engine::decode(&bytes, max_pixels))
@@ -244,7 +264,7 @@ async fn run_inference(st: &Arc<AppState>, entry: &ModelEntry, bytes: Vec<u8>, s
         .map_err(|e| ApiError::internal(format!("inference crashed: {e}")))??;
     let infer_s = (prediction.timings.resize + prediction.timings.infer + prediction.timings.postprocess).as_secs_f64();
     for (stage, s) in [("fetch", fetch_s), ("decode", decode_s), ("infer", infer_s)] {
-        st.metrics.observe(&entry.key, stage, s);
+        st.metrics.observe(key, stage, s);
     }
     Ok(Answer {
         model,
@@ -266,16 +286,16 @@ fn prediction_json(model: &LoadedModel, p: &Prediction, name: Option<&str>, imag
 }
 
 /// JSON response with the model and Server-Timing (fetch, decode, infer, encode) headers.
-fn respond(entry: &ModelEntry, body: Value, timings: &[(&'static str, f64)], encode_start: Instant, st: &AppState) -> Response {
+fn respond(key: &str, body: Value, timings: &[(&'static str, f64)], encode_start: Instant, st: &AppState) -> Response {
     let encode_s = encode_start.elapsed().as_secs_f64();
-    st.metrics.observe(&entry.key, "encode", encode_s);
+    st.metrics.observe(key, "encode", encode_s);
     let mut timing: Vec<String> = timings.iter().map(|(k, s)| format!("{k};dur={:.1}", s * 1000.0)).collect();
     timing.push(format!("encode;dur={:.1}", encode_s * 1000.0));
     let mut resp = Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&timing.join(", ")) {
         resp.headers_mut().insert("server-timing", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&entry.key) {
+    if let Ok(v) = HeaderValue::from_str(key) {
         resp.headers_mut().insert("x-model", v);
     }
     resp
@@ -285,18 +305,32 @@ fn respond(entry: &ModelEntry, body: Value, timings: &[(&'static str, f64)], enc
 
 async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
-    let entry = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
-    let classes = st.cfg.catalog.classes(entry);
-    let checkpoint = entry.key.rsplit('/').next().unwrap_or(&entry.key);
+    let key = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
+    let (display_name, checkpoint, checkpoint_url, dataset, num_classes) = match st.cfg.catalog.get(&key) {
+        Some(entry) => (
+            entry.name.clone(),
+            entry.key.rsplit('/').next().unwrap_or(&entry.key).to_string(),
+            Value::from(entry.url.clone()),
+            st.cfg.catalog.datasets[&entry.dataset].title.clone(),
+            st.cfg.catalog.classes(entry).len(),
+        ),
+        // A model of one's own: what its manifest records. Supervisely's
+        // app reports "custom" as the dataset of such a model.
+        None => {
+            let m = &load_model(&st, &key).await?.manifest;
+            (m.name.clone(), m.source.file.clone(), Value::Null, "custom".to_string(), m.classes.len())
+        }
+    };
+    let classes_count = num_classes;
     Ok(Json(json!({
         "app_name": APP_NAME,
         "session_id": null,
-        "model_name": entry.key,
-        "model_display_name": entry.name,
+        "model_name": key,
+        "model_display_name": display_name,
         "checkpoint_name": checkpoint,
-        "checkpoint_url": entry.url,
-        "pretrained_on_dataset": st.cfg.catalog.datasets[&entry.dataset].title,
-        "number_of_classes": classes.len(),
+        "checkpoint_url": checkpoint_url,
+        "pretrained_on_dataset": dataset,
+        "number_of_classes": classes_count,
         "device": st.cfg.device,
         "runtime": "onnxruntime",
         "sliding_window_support": "none",
@@ -310,25 +344,33 @@ async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<J
         "task type": "instance segmentation",
         "app": APP_NAME,
         "type": "Instance Segmentation",
-        "classes_count": classes.len(),
+        "classes_count": classes_count,
         "tags_count": 1,
     })))
 }
 
-fn class_list(st: &AppState, entry: &ModelEntry) -> Vec<ClassInfo> {
-    st.cfg.catalog.classes(entry).classes
+/// A zoo model's classes come from the catalog (no model load needed); a
+/// model of one's own carries its names and colours in its manifest.
+async fn class_list(st: &AppState, key: &str) -> Result<Vec<ClassInfo>, ApiError> {
+    match st.cfg.catalog.get(key) {
+        Some(entry) => Ok(st.cfg.catalog.classes(entry).classes),
+        None => Ok(load_model(st, key).await?.manifest.classes.clone()),
+    }
 }
 
 async fn model_meta(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
-    let entry = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
+    let key = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
     // Clients re-fetch the meta on every inference (1230 classes for LVIS): serve cached bytes.
-    let cached = st.meta_bodies.lock().unwrap_or_else(|p| p.into_inner()).get(&entry.key).cloned();
+    let cached = st.meta_bodies.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
     let bytes = match cached {
         Some(b) => b,
         None => {
-            let b = Bytes::from(serde_json::to_vec(&supervisely::model_meta(&class_list(&st, entry))).expect("meta serializes"));
-            st.meta_bodies.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.key.clone(), b.clone());
+            let b = Bytes::from(serde_json::to_vec(&supervisely::model_meta(&class_list(&st, &key).await?)).expect("meta serializes"));
+            // Only a catalog model's classes are fixed; an imported model's may change with a roll-forward.
+            if st.cfg.catalog.get(&key).is_some() {
+                st.meta_bodies.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), b.clone());
+            }
             b
         }
     };
@@ -342,7 +384,7 @@ async fn custom_settings() -> Json<Value> {
 async fn inference_image_url(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let state = state_of(&body);
-    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let key = resolve_model(&st, requested_model(&state, &headers))?;
     let url = state
         .get("image_url")
         .and_then(Value::as_str)
@@ -351,11 +393,11 @@ async fn inference_image_url(State(st): S, headers: HeaderMap, body: Bytes) -> R
     let t = Instant::now();
     let bytes = st.fetcher.get(url).await?;
     let fetch_s = t.elapsed().as_secs_f64();
-    let a = run_inference(&st, entry, bytes, settings, fetch_s).await?;
+    let a = run_inference(&st, &key, bytes, settings, fetch_s).await?;
     let enc = Instant::now();
     let name = url.rsplit('/').next().filter(|s| !s.is_empty());
     let body = prediction_json(&a.model, &a.prediction, name, None);
-    Ok(respond(entry, body, &a.timings, enc, &st))
+    Ok(respond(&key, body, &a.timings, enc, &st))
 }
 
 /// Download an image from the configured Supervisely instance.
@@ -393,7 +435,7 @@ async fn supervisely_image(st: &AppState, body: &Value, headers: &HeaderMap, id:
 async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let state = state_of(&body);
-    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let key = resolve_model(&st, requested_model(&state, &headers))?;
     let id = ["image_id", "imageId"]
         .iter()
         .find_map(|k| state.get(*k).and_then(Value::as_i64))
@@ -401,16 +443,16 @@ async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Re
     let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
     let t = Instant::now();
     let bytes = supervisely_image(&st, &body, &headers, id).await?;
-    let a = run_inference(&st, entry, bytes, settings, t.elapsed().as_secs_f64()).await?;
+    let a = run_inference(&st, &key, bytes, settings, t.elapsed().as_secs_f64()).await?;
     let enc = Instant::now();
     let body = prediction_json(&a.model, &a.prediction, None, Some(id));
-    Ok(respond(entry, body, &a.timings, enc, &st))
+    Ok(respond(&key, body, &a.timings, enc, &st))
 }
 
 async fn inference_batch_ids(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let state = state_of(&body);
-    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let key = resolve_model(&st, requested_model(&state, &headers))?;
     let ids: Vec<i64> = ["batch_ids", "image_ids", "images_ids", "imageIds"]
         .iter()
         .find_map(|k| state.get(*k).and_then(Value::as_array))
@@ -427,11 +469,11 @@ async fn inference_batch_ids(State(st): S, headers: HeaderMap, body: Bytes) -> R
     for id in ids {
         let t = Instant::now();
         let bytes = supervisely_image(&st, &body, &headers, id).await?;
-        let a = run_inference(&st, entry, bytes, settings.clone(), t.elapsed().as_secs_f64()).await?;
+        let a = run_inference(&st, &key, bytes, settings.clone(), t.elapsed().as_secs_f64()).await?;
         out.push(prediction_json(&a.model, &a.prediction, None, Some(id)));
         timings = a.timings;
     }
-    Ok(respond(entry, Value::Array(out), &timings, Instant::now(), &st))
+    Ok(respond(&key, Value::Array(out), &timings, Instant::now(), &st))
 }
 
 /// Files and the state object of a Supervisely multipart request.
@@ -468,13 +510,13 @@ async fn read_multipart(mut mp: Multipart) -> Result<(Vec<(String, Vec<u8>)>, Va
 
 async fn inference_image(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
     let (mut files, state) = read_multipart(mp).await?;
-    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let key = resolve_model(&st, requested_model(&state, &headers))?;
     let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
     let (name, bytes) = files.swap_remove(0);
-    let a = run_inference(&st, entry, bytes, settings, 0.0).await?;
+    let a = run_inference(&st, &key, bytes, settings, 0.0).await?;
     let enc = Instant::now();
     let body = prediction_json(&a.model, &a.prediction, Some(&name), None);
-    Ok(respond(entry, body, &a.timings, enc, &st))
+    Ok(respond(&key, body, &a.timings, enc, &st))
 }
 
 async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
@@ -482,16 +524,16 @@ async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
     if files.len() > MAX_BATCH {
         return Err(ApiError::bad_request("batch_too_large", format!("Batch size should be less than or equal to {MAX_BATCH}")));
     }
-    let entry = resolve_model(&st, requested_model(&state, &headers))?;
+    let key = resolve_model(&st, requested_model(&state, &headers))?;
     let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
     let mut out = Vec::new();
     let mut timings = Vec::new();
     for (name, bytes) in files {
-        let a = run_inference(&st, entry, bytes, settings.clone(), 0.0).await?;
+        let a = run_inference(&st, &key, bytes, settings.clone(), 0.0).await?;
         out.push(prediction_json(&a.model, &a.prediction, Some(&name), None));
         timings = a.timings;
     }
-    Ok(respond(entry, Value::Array(out), &timings, Instant::now(), &st))
+    Ok(respond(&key, Value::Array(out), &timings, Instant::now(), &st))
 }
 
 // ---------- native API ----------
@@ -504,31 +546,45 @@ async fn list_models(State(st): S) -> Result<Json<Value>, ApiError> {
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "registry_unavailable", e.to_string()))?;
     let loaded = st.cache.loaded_keys();
-    let models: Vec<Value> = index
-        .models
-        .iter()
-        .map(|(key, e)| {
-            let entry = st.cfg.catalog.get(key);
-            let classes: Vec<String> = entry
-                .map(|m| st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect())
-                .unwrap_or_default();
-            json!({
-                "key": key,
-                "name": entry.map(|m| m.name.clone()),
-                "aliases": entry.map(|m| m.aliases.clone()).unwrap_or_default(),
-                "dataset": entry.map(|m| m.dataset.clone()),
-                "box_ap": entry.and_then(|m| m.box_ap),
-                "mask_ap": entry.map(|m| m.mask_ap),
-                "num_classes": classes.len(),
-                "classes": classes,
-                "artifact": e.artifact,
-                "artifact_bytes": e.size,
-                "published_at": e.published_at,
-                "loaded": loaded.contains(key),
-                "default": st.cfg.catalog.get(&st.cfg.default_model).is_some_and(|d| &d.key == key),
-            })
-        })
-        .collect();
+    let default_key = resolve_model(&st, None).ok();
+    let mut models: Vec<Value> = Vec::with_capacity(index.models.len());
+    for (key, e) in &index.models {
+        let (name, aliases, dataset, box_ap, mask_ap, classes, source) = match st.cfg.catalog.get(key) {
+            Some(m) => (
+                Some(m.name.clone()),
+                m.aliases.clone(),
+                Some(m.dataset.clone()),
+                m.box_ap,
+                Some(m.mask_ap),
+                st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect::<Vec<_>>(),
+                "zoo",
+            ),
+            // A model of one's own: its manifest has its name and classes.
+            None => match st.cache.registry().artifact_manifest(key, &e.artifact).await {
+                Ok(m) => (Some(m.name), vec![], Some(m.dataset), None, None, m.classes.into_iter().map(|c| c.name).collect(), "custom"),
+                Err(err) => {
+                    tracing::warn!(model = %key, error = %err, "manifest unreadable for /v1/models");
+                    (None, vec![], None, None, None, vec![], "custom")
+                }
+            },
+        };
+        models.push(json!({
+            "key": key,
+            "name": name,
+            "aliases": aliases,
+            "dataset": dataset,
+            "source": source,
+            "box_ap": box_ap,
+            "mask_ap": mask_ap,
+            "num_classes": classes.len(),
+            "classes": classes,
+            "artifact": e.artifact,
+            "artifact_bytes": e.size,
+            "published_at": e.published_at,
+            "loaded": loaded.contains(key),
+            "default": default_key.as_deref() == Some(key.as_str()),
+        }));
+    }
     Ok(Json(json!({"models": models})))
 }
 
@@ -542,7 +598,7 @@ async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<
     let key = rest
         .strip_suffix("/predict")
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "use POST /v1/models/{key}/predict"))?;
-    let entry = resolve_model(&st, Some(key))?;
+    let key = resolve_model(&st, Some(key))?;
     let conf = q.conf.unwrap_or(0.0);
     if !(0.0..=1.0).contains(&conf) {
         return Err(ApiError::bad_request("bad_settings", "conf must be in [0, 1]"));
@@ -584,7 +640,7 @@ async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<
     } else {
         (body.to_vec(), Settings { conf_thres: conf, ..Default::default() })
     };
-    let a = run_inference(&st, entry, bytes, settings, t.elapsed().as_secs_f64()).await?;
+    let a = run_inference(&st, &key, bytes, settings, t.elapsed().as_secs_f64()).await?;
     let enc = Instant::now();
     let out = if coco {
         let p = &a.prediction;
@@ -593,11 +649,11 @@ async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<
             .iter()
             .map(|i| coco::result(i.class_id, &a.model.manifest.classes[i.class_id].name, i.score, i.bbox, &i.mask, p.height, p.width))
             .collect();
-        json!({"model": entry.key, "height": p.height, "width": p.width, "results": results})
+        json!({"model": key, "height": p.height, "width": p.width, "results": results})
     } else {
-        json!({"model": entry.key, "annotation": a.model.annotation(&a.prediction)})
+        json!({"model": key, "annotation": a.model.annotation(&a.prediction)})
     };
-    Ok(respond(entry, out, &a.timings, enc, &st))
+    Ok(respond(&key, out, &a.timings, enc, &st))
 }
 
 async fn metrics(State(st): S) -> Response {

@@ -71,7 +71,8 @@ async fn main() -> Result<()> {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
 
     let catalog = Catalog::embedded()?;
-    let default_entry = catalog.require(&args.default_model)?;
+    // A catalog key or alias, else the key of a model of one's own (`zoo import`) in the registry.
+    let default_key = catalog.get(&args.default_model).map_or_else(|| args.default_model.clone(), |e| e.key.clone());
     let allow = if args.allow_hosts.trim().is_empty() {
         AllowList::default()
     } else {
@@ -82,7 +83,7 @@ async fn main() -> Result<()> {
     let fetcher = Fetcher::new(allow, Arc::new(SystemLookup), args.max_body_bytes, Duration::from_secs(args.fetch_timeout));
     let cfg = Config {
         catalog: catalog.clone(),
-        default_model: default_entry.key.clone(),
+        default_model: default_key.clone(),
         max_pixels: args.max_pixels,
         max_body_bytes: args.max_body_bytes,
         supervisely_server: args.supervisely_server.clone(),
@@ -92,15 +93,15 @@ async fn main() -> Result<()> {
     };
     let state = AppState::new(cfg, cache.clone(), fetcher);
     let app = router(state);
-    tracing::info!(registry = %args.source.registry, default_model = %default_entry.key, lambda = in_lambda, threads = args.source.session_options().intra_threads, "serve starting");
+    tracing::info!(registry = %args.source.registry, default_model = %default_key, lambda = in_lambda, threads = args.source.session_options().intra_threads, "serve starting");
 
     if in_lambda {
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
     if args.preload {
         let t = std::time::Instant::now();
-        cache.get(&default_entry.key).await.with_context(|| format!("preloading {}", default_entry.key))?;
-        tracing::info!(model = %default_entry.key, seconds = t.elapsed().as_secs_f64(), "model preloaded");
+        cache.get(&default_key).await.with_context(|| format!("preloading {}", default_key))?;
+        tracing::info!(model = %default_key, seconds = t.elapsed().as_secs_f64(), "model preloaded");
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
