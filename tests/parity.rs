@@ -141,6 +141,28 @@ fn check_family(family: &str, key: &str) {
     check_artifact(family, &out.path().join("model.onnx"), entry.input.format == "BGR");
 }
 
+/// A custom training run (model_final.pth with optimizer state, cfg.dump()
+/// config.yaml, model_classes.json) through `zoo import`'s library path: config
+/// and classes found beside the checkpoint, as a user's OUTPUT_DIR has them.
+fn check_custom(family: &str) {
+    if !ort_available() {
+        return;
+    }
+    let dir = fixtures().join(family);
+    let out = tempfile::tempdir().unwrap();
+    let req = d2serve_d2onnx::import::ImportRequest {
+        checkpoint: dir.join("model_final.pth"),
+        config: None,
+        classes: None,
+        name: format!("custom/{family}"),
+    };
+    let opts = ConvertOptions { debug_outputs: true, ..Default::default() };
+    let imported = d2serve_d2onnx::import::import_checkpoint(&req, &Catalog::embedded().unwrap(), out.path(), &opts)
+        .unwrap_or_else(|e| panic!("{family}: import failed: {e}"));
+    let spec = imported.manifest.spec.as_ref().unwrap();
+    check_artifact(family, &out.path().join("model.onnx"), spec.input.format == "BGR");
+}
+
 /// Run the converted graph at `onnx` on the family's images and hold it to the contract.
 fn check_artifact(family: &str, onnx: &Path, bgr: bool) {
     let dir = fixtures().join(family);
@@ -310,6 +332,16 @@ fn x152_cascade_gn_dconv() {
 }
 
 /// The converted graph uses standard ONNX ops only: it loads and runs in
+#[test]
+fn custom_r50_fpn() {
+    check_custom("custom_r50_fpn");
+}
+
+#[test]
+fn custom_c4_agnostic() {
+    check_custom("custom_c4_agnostic");
+}
+
 /// Python's onnxruntime (the PyPI wheel) with no custom-op library.
 #[test]
 fn converted_graph_runs_in_python_onnxruntime() {

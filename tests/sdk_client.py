@@ -121,7 +121,13 @@ def main():
     ap.add_argument("base_url")
     ap.add_argument("images_dir")
     ap.add_argument("--url-base", help="base URL under which IMAGES_DIR is served (URL test)")
+    ap.add_argument("--expect-classes", help="a model_classes.json the served (imported) model must report: "
+                                             "names and colours in order, dataset 'custom'")
     args = ap.parse_args()
+    expected = None
+    if args.expect_classes:
+        with open(args.expect_classes) as f:
+            expected = [(c["title"], c["color"].upper()) for c in json.load(f)]
     base = args.base_url.rstrip("/")
     signal.signal(signal.SIGALRM, _on_alarm)
     sly.logger.addHandler(WARNINGS)
@@ -145,7 +151,13 @@ def main():
         if not isinstance(info, dict) or "app_name" not in info:
             return [f"no app_name in {info!r}"[:300]], None
         task = info.get("task type")
-        return ([] if task == "instance segmentation" else [f'"task type" is {task!r}']), info
+        problems = [] if task == "instance segmentation" else [f'"task type" is {task!r}']
+        if expected is not None:
+            if info.get("pretrained_on_dataset") != "custom":
+                problems.append(f"pretrained_on_dataset is {info.get('pretrained_on_dataset')!r}, not 'custom'")
+            if info.get("number_of_classes") != len(expected):
+                problems.append(f"number_of_classes {info.get('number_of_classes')} != {len(expected)}")
+        return problems, info
     check('get_session_info: app_name, "task type" == instance segmentation', session_info)
 
     def model_meta():
@@ -156,6 +168,10 @@ def main():
                    ([f"non-Bitmap classes {bad[:5]}"] if bad else []) + \
                    ([] if conf is not None and conf.value_type == sly.TagValueType.ANY_NUMBER
                     else ["no 'confidence' tag meta of type any_number"])
+        if expected is not None:
+            got = [(c.name, sly.color.rgb2hex(c.color).upper()) for c in meta.obj_classes]
+            if got != expected:
+                problems.append(f"classes/colours {got} != the model's own {expected}")
         return problems, meta
     meta = check("get_model_meta: Bitmap classes + confidence tag meta", model_meta)
     if meta is None:

@@ -48,3 +48,52 @@ async fn supervisely_sdk_works_unchanged() {
     assert!(text.contains("SDK CLIENT:") && text.contains(" 0 failed"), "{text}");
     assert!(text.contains("inference_image_url") || text.contains("url"), "the URL path ran: {text}");
 }
+
+/// A model of one's own, imported from a training run (`zoo import`'s
+/// library path), served by its registry key: the SDK sees its own class
+/// names and the colours of its model_classes.json, and "custom" as dataset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_model_is_served_with_its_own_classes() {
+    if !ort_available() {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv-sdk/bin/python");
+    if !python.exists() {
+        assert!(std::env::var("D2_REQUIRE_SDK").as_deref() != Ok("1"), "no Supervisely SDK in .venv-sdk: run scripts/setup-test-env.sh");
+        eprintln!("SKIPPED: no Supervisely SDK in {}", python.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reg_root = tmp.path().join("registry");
+    publish_custom(tmp.path(), &reg_root, "custom_r50_fpn", "acme/lemons").await;
+    let reg = format!("file://{}", reg_root.display());
+    let s = start_serve_model(tmp.path(), &reg, "acme/lemons", &[], &[]).await;
+
+    // The native listing names it as a custom model with its classes.
+    let models: serde_json::Value = reqwest::get(format!("{}/v1/models", s.base)).await.unwrap().json().await.unwrap();
+    let m = &models["models"][0];
+    assert_eq!((m["key"].as_str(), m["source"].as_str(), m["default"].as_bool()), (Some("acme/lemons"), Some("custom"), Some(true)), "{models}");
+    assert_eq!(m["classes"], serde_json::json!(["kiwi", "lemon", "plum"]));
+
+    let classes = fixtures().join("custom_r50_fpn/model_classes.json");
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tests/sdk_client.py"))
+        .arg(&s.base)
+        .arg(fixtures().join("images"))
+        .arg("--expect-classes")
+        .arg(&classes)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the SDK client failed on the imported model:\n{text}");
+    assert!(text.contains("SDK CLIENT:") && text.contains(" 0 failed"), "{text}");
+
+    // An unknown name is still a 404 naming the model, not a registry error.
+    let r = reqwest::Client::new().post(format!("{}/v1/models/acme/nothing/predict", s.base)).body(vec![0u8; 4]).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unknown_model", "{body}");
+}

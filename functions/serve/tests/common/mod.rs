@@ -50,6 +50,22 @@ pub async fn registry_with(dir: &Path, models: &[(&str, &str)]) -> String {
     format!("file://{}", root.display())
 }
 
+/// Import the custom fixture `family` (a training run: model_final.pth,
+/// config.yaml, model_classes.json) as `name` through `zoo import`'s library
+/// path and publish it into the registry at `registry_root`.
+pub async fn publish_custom(dir: &Path, registry_root: &Path, family: &str, name: &str) {
+    let run = fixtures().join(family);
+    let req = d2serve_d2onnx::import::ImportRequest {
+        checkpoint: run.join("model_final.pth"),
+        config: None,
+        classes: None,
+        name: name.to_string(),
+    };
+    let out = dir.join(format!("import-{family}"));
+    d2serve_d2onnx::import::import_checkpoint(&req, &Catalog::embedded().unwrap(), &out, &Default::default()).unwrap();
+    Registry::new(std::sync::Arc::new(LocalStore::new(registry_root))).publish(name, &out).await.unwrap();
+}
+
 pub struct Server {
     pub child: Child,
     pub base: String,
@@ -69,10 +85,15 @@ pub fn free_port() -> u16 {
 
 /// Start the real `serve` binary and wait until it answers.
 pub async fn start_serve(dir: &Path, registry: &str, extra: &[&str], envs: &[(String, String)]) -> Server {
+    start_serve_model(dir, registry, "r50-fpn-3x", extra, envs).await
+}
+
+/// [`start_serve`] with `model` (a catalog name or an imported model's key) as the default model.
+pub async fn start_serve_model(dir: &Path, registry: &str, model: &str, extra: &[&str], envs: &[(String, String)]) -> Server {
     let port = free_port();
     let log = dir.join(format!("serve-{port}.log"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_serve"));
-    cmd.args(["--registry", registry, "--model", "r50-fpn-3x", "--listen", &format!("127.0.0.1:{port}")])
+    cmd.args(["--registry", registry, "--model", model, "--listen", &format!("127.0.0.1:{port}")])
         .arg("--cache-dir")
         .arg(dir.join(format!("cache-{port}")))
         .args(extra)
