@@ -407,3 +407,56 @@ fn decode_and_resize_reproduce_detectron2_input() {
         assert!((off_by_one as f64) < 0.001 * n as f64, "{image}: {off_by_one} off by one");
     }
 }
+
+/// Supervisely's fixed test resize (`inference_resize_transform: Resize`,
+/// "keep aspect ratio" off): the manifest records it, the engine feeds the
+/// network exactly that size whatever the photo's shape, and boxes come back
+/// scaled per axis (Detectron2's `detector_postprocess` with scale_x != scale_y).
+#[test]
+fn supervisely_fixed_resize_is_applied_and_undone_per_axis() {
+    if !ort_available() {
+        return;
+    }
+    let run = fixtures().join("custom_r50_fpn");
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpts = tmp.path().join("checkpoints");
+    std::fs::create_dir_all(&ckpts).unwrap();
+    std::fs::copy(run.join("model_final.pth"), ckpts.join("model_final.pth")).unwrap();
+    let mut config = std::fs::read_to_string(run.join("config.yaml")).unwrap();
+    config.push_str("inference_resize_transform:\n  class: Resize\n  params:\n    shape: [256, 384]\n");
+    std::fs::write(ckpts.join("model_config.yaml"), config).unwrap();
+    let req = d2serve_d2onnx::import::ImportRequest {
+        checkpoint: ckpts.join("model_final.pth"),
+        config: None,
+        classes: Some(run.join("model_classes.json")),
+        name: "fixed".into(),
+    };
+    let out = tmp.path().join("artifact");
+    let imported = d2serve_d2onnx::import::import_checkpoint(&req, &Catalog::embedded().unwrap(), &out, &ConvertOptions::default()).unwrap();
+    assert_eq!((imported.manifest.resize.rule.as_str(), imported.manifest.resize.size), ("Resize", Some([256, 384])));
+
+    let bytes = std::fs::read(fixtures().join("images/motorcycle_wide.png")).unwrap();
+    let image = d2serve_engine::decode(&bytes, 50_000_000).unwrap();
+    let (oh, ow) = (image.height, image.width);
+    assert!(ow * 256 != oh * 384, "the photo must have another aspect ratio than 384x256");
+    let loaded = d2serve_engine::LoadedModel::open(&out, &SessionOptions::default()).unwrap();
+    let settings = d2serve_engine::pipeline::Settings { conf_thres: 0.0, ..Default::default() };
+    let p = loaded.predict(&image, &settings).unwrap();
+
+    // The network's own answer on the 256x384 input, scaled back by hand.
+    let resized = d2serve_engine::resize::resize_bilinear_rgb(&image.data, oh, ow, 256, 384);
+    let raw = Model::load(&out.join("model.onnx"), &SessionOptions::default()).unwrap().run(&resized, 256, 384).unwrap();
+    let (sx, sy) = (ow as f32 / 384.0, oh as f32 / 256.0);
+    assert!(!p.instances.is_empty());
+    let mut worst = 0f32;
+    for inst in &p.instances {
+        let j = (0..raw.scores.len()).find(|&j| raw.scores[j] == inst.score).expect("every instance is one of the network's");
+        let b = raw.boxes[j];
+        let want = [(b[0] * sx).clamp(0.0, ow as f32), (b[1] * sy).clamp(0.0, oh as f32), (b[2] * sx).clamp(0.0, ow as f32), (b[3] * sy).clamp(0.0, oh as f32)];
+        for k in 0..4 {
+            worst = worst.max((inst.bbox[k] - want[k]).abs());
+        }
+    }
+    println!("FIXED RESIZE: {}x{} photo -> 256x384 network input, {} instances, worst box |d| {worst:.2e} px vs per-axis scaling", oh, ow, p.instances.len());
+    assert!(worst <= 1e-3, "boxes are not the network's scaled per axis: worst {worst}");
+}

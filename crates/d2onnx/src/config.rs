@@ -433,6 +433,7 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
         min_size_test,
         max_size_test: k.u32("INPUT.MAX_SIZE_TEST")?,
         size_divisibility: if matches!(neck, Neck::Fpn { .. }) { 32 } else { 0 },
+        fixed_size: None,
     };
     if let Some(transform) = merged.get("inference_resize_transform") {
         apply_supervisely_resize(transform, &mut input, &mut notes)?;
@@ -632,17 +633,30 @@ fn apply_supervisely_resize(t: &CfgValue, input: &mut InputSpec, notes: &mut Vec
             })?;
             input.min_size_test = sizes[0] as u32;
             input.max_size_test = (max as u32).max(input.min_size_test);
+            input.fixed_size = None;
             notes.push(format!(
                 "test resize from Supervisely's inference_resize_transform: shortest edge {}, longest at most {}",
                 input.min_size_test, input.max_size_test
             ));
             Ok(())
         }
-        _ => Err(unsupported(
-            key,
-            t,
-            "only ResizeShortestEdge is served; a fixed Resize (keep-aspect-ratio off in Supervisely's training) is not yet",
-        )),
+        "Resize" => {
+            let shape = params.get("shape");
+            let hw: Option<Vec<i64>> = shape.and_then(CfgValue::as_list).and_then(|l| l.iter().map(CfgValue::as_i64).collect());
+            let hw = hw.filter(|v| v.len() == 2 && v.iter().all(|&x| x > 0 && x <= 16384)).ok_or_else(|| ConfigError::Value {
+                key: format!("{key}.params.shape"),
+                why: "expected [height, width] in pixels".into(),
+            })?;
+            let (h, w) = (hw[0] as u32, hw[1] as u32);
+            input.fixed_size = Some([h, w]);
+            input.min_size_test = h.min(w);
+            input.max_size_test = h.max(w);
+            notes.push(format!(
+                "test resize from Supervisely's inference_resize_transform: every image to {h}x{w} (height x width, aspect ratio not kept), results scaled back per axis"
+            ));
+            Ok(())
+        }
+        _ => Err(unsupported(key, t, "Supervisely's test resize is ResizeShortestEdge or Resize")),
     }
 }
 
@@ -972,7 +986,9 @@ mod tests {
             ("{INPUT: {FORMAT: L}}", "INPUT.FORMAT", "BGR"),
             ("{MODEL: {ROI_HEADS: {NUM_CLASSES: -3}}}", "NUM_CLASSES", "non-negative"),
             ("{MODEL: {RPN: {CONV_DIMS: [128]}}}", "CONV_DIMS", "channel"),
-            ("{inference_resize_transform: {class: Resize, params: {shape: [512, 640]}}}", "inference_resize_transform", "Resize"),
+            ("{inference_resize_transform: {class: RandomCrop, params: {}}}", "inference_resize_transform", "Resize"),
+            ("{inference_resize_transform: {class: Resize, params: {shape: [512]}}}", "params.shape", "height, width"),
+            ("{inference_resize_transform: {class: ResizeShortestEdge, params: {short_edge_length: [480, 800], max_size: 1333}}}", "short_edge_length", "random"),
         ];
         for (overlay, key, word) in cases {
             let mut cfg = CfgValue::Map(base.clone());
@@ -992,5 +1008,9 @@ mod tests {
         );
         let read = spec_from_yacs(&cfg).unwrap();
         assert_eq!((read.spec.input.min_size_test, read.spec.input.max_size_test), (512, 512));
+        assert_eq!(read.spec.input.fixed_size, None);
+        cfg.merge_from(yacs::parse_yaml("{inference_resize_transform: {class: Resize, params: {shape: [480, 640]}}}").unwrap());
+        let read = spec_from_yacs(&cfg).unwrap();
+        assert_eq!(read.spec.input.fixed_size, Some([480, 640]));
     }
 }

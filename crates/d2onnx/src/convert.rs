@@ -203,11 +203,22 @@ pub fn write_artifact(
         opset: OPSET as u32,
         inputs: model.inputs.iter().map(tensor_spec).collect(),
         outputs: model.outputs.iter().map(tensor_spec).collect(),
-        resize: ResizeRule {
-            rule: "ResizeShortestEdge".into(),
-            min_size: opts.min_size.unwrap_or(spec.input.min_size_test),
-            max_size: opts.max_size.unwrap_or(spec.input.max_size_test),
-            interpolation: "pil-bilinear".into(),
+        resize: match spec.input.fixed_size {
+            // --min-size/--max-size choose a shortest-edge resize instead.
+            Some(size) if opts.min_size.is_none() && opts.max_size.is_none() => ResizeRule {
+                rule: "Resize".into(),
+                min_size: size[0].min(size[1]),
+                max_size: size[0].max(size[1]),
+                interpolation: "pil-bilinear".into(),
+                size: Some(size),
+            },
+            _ => ResizeRule {
+                rule: "ResizeShortestEdge".into(),
+                min_size: opts.min_size.unwrap_or(spec.input.min_size_test),
+                max_size: opts.max_size.unwrap_or(spec.input.max_size_test),
+                interpolation: "pil-bilinear".into(),
+                size: None,
+            },
         },
         classes: model_desc.classes.clone(),
         box_ap,

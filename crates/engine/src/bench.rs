@@ -90,7 +90,7 @@ pub async fn bench(
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    let (rh, rw) = crate::resize::shortest_edge_size(image.height, image.width, model.manifest.resize.min_size, model.manifest.resize.max_size);
+    let (rh, rw) = crate::resize::output_size(&model.manifest.resize, image.height, image.width);
     Ok(BenchReport {
         key: key.to_string(),
         image_hw: [image.height, image.width],

@@ -10,7 +10,7 @@ use d2serve_registry::Manifest;
 
 use crate::decode::RgbImage;
 use crate::paste::{RegionMask, paste_mask, rescale_box};
-use crate::resize::{resize_bilinear_rgb, shortest_edge_size};
+use crate::resize::{output_size, resize_bilinear_rgb};
 use crate::runtime::{Model, RuntimeError};
 
 /// An inclusive pixel rectangle of the original image (Supervisely ROI).
@@ -159,7 +159,7 @@ impl LoadedModel {
         };
         let mut timings = Timings::default();
         let t = Instant::now();
-        let (rh, rw) = shortest_edge_size(img.height, img.width, self.manifest.resize.min_size, self.manifest.resize.max_size);
+        let (rh, rw) = output_size(&self.manifest.resize, img.height, img.width);
         let resized = resize_bilinear_rgb(&img.data, img.height, img.width, rh, rw);
         timings.resize = t.elapsed();
 

@@ -8,6 +8,16 @@
 //! Every float expression below mirrors the C source in operation order so
 //! that the quantized coefficients, and therefore the output bytes, match.
 
+/// The network input size (height, width) for an image of (h, w) under a
+/// manifest's rule: Detectron2's `Resize(shape)` (a fixed size, aspect ratio
+/// not kept) or `ResizeShortestEdge`.
+pub fn output_size(rule: &d2serve_registry::manifest::ResizeRule, h: usize, w: usize) -> (usize, usize) {
+    match rule.size {
+        Some([fh, fw]) if rule.rule == "Resize" => (fh as usize, fw as usize),
+        _ => shortest_edge_size(h, w, rule.min_size, rule.max_size),
+    }
+}
+
 /// Detectron2 ResizeShortestEdge output size (height, width) for an image of (h, w).
 pub fn shortest_edge_size(h: usize, w: usize, short_edge: u32, max_size: u32) -> (usize, usize) {
     // Same float64 sequence as detectron2 `ResizeShortestEdge.get_output_shape`.

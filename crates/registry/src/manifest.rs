@@ -58,13 +58,20 @@ pub struct TensorSpec {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResizeRule {
-    /// "ResizeShortestEdge".
+    /// "ResizeShortestEdge" (min_size, max_size), or "Resize" (a fixed `size`).
     pub rule: String,
     pub min_size: u32,
     pub max_size: u32,
     /// "pil-bilinear".
     pub interpolation: String,
+    /// `[height, width]` of rule "Resize".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<[u32; 2]>,
 }
+
+/// The resize rules this build applies; a manifest naming another one is
+/// refused when read, never served with the wrong input size.
+pub const RESIZE_RULES: [&str; 2] = ["ResizeShortestEdge", "Resize"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Thresholds {
@@ -119,6 +126,8 @@ pub enum ManifestError {
         path: String,
         source: serde_json::Error,
     },
+    #[error("{path}: not supported: {why}")]
+    Unsupported { path: String, why: String },
 }
 
 /// The manifest format this build writes (1: zoo only; 2: + source kind, dataset, spec).
@@ -138,10 +147,18 @@ impl Manifest {
     }
 
     pub fn from_slice(bytes: &[u8], origin: &str) -> Result<Self, ManifestError> {
-        serde_json::from_slice(bytes).map_err(|source| ManifestError::Parse {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|source| ManifestError::Parse {
             path: origin.to_string(),
             source,
-        })
+        })?;
+        let r = &m.resize;
+        if !RESIZE_RULES.contains(&r.rule.as_str()) || (r.rule == "Resize") != r.size.is_some() {
+            return Err(ManifestError::Unsupported {
+                path: origin.to_string(),
+                why: format!("resize rule `{}` (this build applies {RESIZE_RULES:?}; a newer d2serve wrote it?)", r.rule),
+            });
+        }
+        Ok(m)
     }
 
     pub fn to_json(&self) -> String {

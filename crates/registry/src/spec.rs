@@ -16,6 +16,11 @@ pub struct InputSpec {
     pub max_size_test: u32,
     /// Pad height and width up to a multiple of this (0: no padding).
     pub size_divisibility: u32,
+    /// A fixed test size `[height, width]` that replaces ResizeShortestEdge:
+    /// Detectron2's `Resize(shape)`, which Supervisely's training app records
+    /// when "keep aspect ratio" is off. Boxes and masks are scaled back per axis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_size: Option<[u32; 2]>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -171,6 +176,9 @@ impl ModelSpec {
         }
         if s.input.pixel_std.iter().any(|&s| s <= 0.0) {
             return Err("input.pixel_std must be positive".into());
+        }
+        if s.input.fixed_size.is_some_and(|[h, w]| h == 0 || w == 0) {
+            return Err("input.fixed_size must be positive".into());
         }
         if s.input.min_size_test == 0 || s.input.max_size_test < s.input.min_size_test {
             return Err("input sizes need 0 < min_size_test <= max_size_test".into());

@@ -142,6 +142,7 @@ pub fn fake_artifact(dir: &Path, key: &str, size: usize, seed: u64) -> Manifest 
         inputs: vec![tensor("image", "uint8", &["H", "W", "3"])],
         outputs: vec![tensor("boxes", "float32", &["N", "4"])],
         resize: ResizeRule {
+            size: None,
             rule: "ResizeShortestEdge".into(),
             min_size: 800,
             max_size: 1333,
