@@ -332,6 +332,33 @@ fn x152_cascade_gn_dconv() {
 }
 
 /// The converted graph uses standard ONNX ops only: it loads and runs in
+/// The zoo families whose fixture carries a yacs `config.yaml` (`cfg.dump()`),
+/// imported from that config instead of the catalog, as a user's fine-tuned
+/// model of each architecture would be: FPN, LVIS, Cityscapes, C4, DC5, GN,
+/// deformable, Cascade and X152 each read right from their own config.
+#[test]
+fn zoo_families_imported_from_their_own_config() {
+    if !ort_available() {
+        return;
+    }
+    let families = ["r50_fpn", "lvis_x101_fpn", "cityscapes_r50_fpn", "r50_c4", "r50_dc5", "gn", "dconv", "cascade", "x152_cascade_gn_dconv"];
+    for family in families {
+        let dir = fixtures().join(family);
+        let out = tempfile::tempdir().unwrap();
+        let req = d2serve_d2onnx::import::ImportRequest {
+            checkpoint: dir.join("model.pkl"),
+            config: Some(dir.join("config.yaml")),
+            classes: None,
+            name: format!("imported/{family}"),
+        };
+        let opts = ConvertOptions { debug_outputs: true, ..Default::default() };
+        let imported = d2serve_d2onnx::import::import_checkpoint(&req, &Catalog::embedded().unwrap(), out.path(), &opts)
+            .unwrap_or_else(|e| panic!("{family}: import from its config.yaml failed: {e}"));
+        let spec = imported.manifest.spec.as_ref().unwrap();
+        check_artifact(family, &out.path().join("model.onnx"), spec.input.format == "BGR");
+    }
+}
+
 #[test]
 fn custom_r50_fpn() {
     check_custom("custom_r50_fpn");

@@ -154,20 +154,32 @@ pub fn read_config(path: &Path, catalog: &Catalog) -> Result<ReadConfig, ConfigE
     }
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("py")) {
         return Err(ConfigError::Other(format!(
-            "{}: a LazyConfig .py file cannot be read without running Python; export its values with \
-             `detectron2.config.LazyConfig.save(cfg, \"config.yaml\")`, or use the `cfg.dump()` YAML of a \
-             yacs-trained model",
+            "{}: a LazyConfig .py file cannot be read without running Python; use the run's yacs config \
+             (`cfg.dump()`), or a Supervisely-style model_config.json naming the zoo model you fine-tuned and what \
+             you changed, e.g. {{\"model_id\": 42047764, \"model\": {{\"roi_heads\": {{\"num_classes\": 3}}}}}} (ids: `zoo list`)",
             path.display()
         )));
     }
     let builtin = |name: &str| builtin_base(name, catalog);
-    let cfg = yacs::load_yaml_file(path, &builtin)?;
-    if cfg.as_map().is_some_and(|m| m.contains_key("model") && !m.contains_key("MODEL")) {
-        return Err(ConfigError::Other(format!(
-            "{}: this is a LazyConfig YAML (lower-case `model:` tree); only yacs configs (`cfg.dump()`, \
-             upper-case MODEL/INPUT keys) and Supervisely's model_config.{{yaml,json}} are read",
+    let lazy = || {
+        ConfigError::Other(format!(
+            "{}: this is a LazyConfig YAML (LazyConfig.save: `_target_` entries under a lower-case `model:` tree), \
+             which only Python can evaluate. Read instead: the run's yacs config (`cfg.dump()`), or a Supervisely-style \
+             model_config.json naming the zoo model you fine-tuned and what you changed, e.g. \
+             {{\"model_id\": 42047764, \"model\": {{\"roi_heads\": {{\"num_classes\": 3}}}}}} (ids: `zoo list`)",
             path.display()
-        )));
+        ))
+    };
+    let cfg = match yacs::load_yaml_file(path, &builtin) {
+        Ok(cfg) => cfg,
+        // LazyConfig.save writes callables as `!!python/name:` tags: say what the file is, not just which tag.
+        Err(e) if std::fs::read_to_string(path).is_ok_and(|t| t.contains("_target_:")) => {
+            return Err(ConfigError::Other(format!("{} ({e})", lazy())));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if cfg.as_map().is_some_and(|m| m.contains_key("model") && !m.contains_key("MODEL")) {
+        return Err(lazy());
     }
     spec_from_yacs(&cfg)
 }

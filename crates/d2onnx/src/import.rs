@@ -25,18 +25,20 @@ use crate::{ConvertError, read_any_checkpoint};
 pub enum ImportError {
     #[error("{0}")]
     Usage(String),
-    #[error("reading the config {path}")]
-    Config {
-        path: String,
-        #[source]
-        source: ConfigError,
-    },
+    /// The message names the file once (most config errors already do).
+    #[error("{}", with_path(path, error))]
+    Config { path: String, error: ConfigError },
     #[error("reading the class names: {0}")]
     Classes(String),
     #[error("the weights do not fit the config: {0}")]
     Mismatch(String),
     #[error(transparent)]
     Convert(#[from] ConvertError),
+}
+
+fn with_path(path: &str, error: &ConfigError) -> String {
+    let msg = error.to_string();
+    if msg.contains(path) { msg } else { format!("{path}: {msg}") }
 }
 
 /// What to import.
@@ -108,7 +110,7 @@ pub fn import_checkpoint(req: &ImportRequest, catalog: &Catalog, out_dir: &Path,
             ))
         })?,
     };
-    let read = read_config(&config_path, catalog).map_err(|source| ImportError::Config { path: config_path.display().to_string(), source })?;
+    let read = read_config(&config_path, catalog).map_err(|error| ImportError::Config { path: config_path.display().to_string(), error })?;
     let spec = read.spec;
     let mut notes = read.notes;
 

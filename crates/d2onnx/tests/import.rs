@@ -185,6 +185,7 @@ fn disagreements_are_refused_with_the_key_to_fix() {
         ("keypoints", write("kp.yaml", &with("  KEYPOINT_ON: false\n", "  KEYPOINT_ON: true\n")), classes.clone(), &["MODEL.KEYPOINT_ON", "keypoint"]),
         ("code in the config", write("evil.yaml", &format!("{config}EVIL: !!python/object/apply:os.system ['touch /tmp/pwned']\n")), classes.clone(), &["os.system"]),
         ("a LazyConfig .py", write("cfg.py", "model = None\n"), classes.clone(), &["LazyConfig"]),
+        ("a LazyConfig YAML", run_dir().join("../r50_fpn_lsj/config.yaml"), classes.clone(), &["LazyConfig YAML", "model_config.json", "model_id"]),
     ];
     for (what, config, classes, words) in cases {
         let err = match import(&req(ckpt.clone(), Some(config), Some(classes)), &tmp.path().join("out")) {
