@@ -221,6 +221,10 @@ impl<'a> Keys<'a> {
     fn get(&self, key: &str) -> Result<&'a CfgValue, ConfigError> {
         self.root.get(key).ok_or_else(|| ConfigError::Value { key: key.into(), why: "missing".into() })
     }
+    /// The key's value is one the converter does not build: say which and why.
+    fn refuse(&self, key: &str, why: impl Into<String>) -> ConfigError {
+        unsupported(key, self.root.get(key).unwrap_or(&CfgValue::Null), why)
+    }
     fn bad(&self, key: &str, want: &str) -> ConfigError {
         let v = self.root.get(key).map(|v| format!("{v} ({})", v.type_name())).unwrap_or_default();
         ConfigError::Value { key: key.into(), why: format!("expected {want}, found {v}") }
@@ -297,28 +301,22 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
             "ProposalNetwork" => "an RPN-only model gives proposals, not instances",
             _ => "d2serve converts Mask R-CNN (GeneralizedRCNN) models only",
         };
-        return Err(unsupported("MODEL.META_ARCHITECTURE", k.get("MODEL.META_ARCHITECTURE")?, why));
+        return Err(k.refuse("MODEL.META_ARCHITECTURE", why));
     }
     if !k.bool("MODEL.MASK_ON")? {
-        return Err(unsupported(
-            "MODEL.MASK_ON",
-            k.get("MODEL.MASK_ON")?,
-            "a model without a mask head (Faster R-CNN) is not served: d2serve answers with instance masks",
+        return Err(k.refuse("MODEL.MASK_ON", "a model without a mask head (Faster R-CNN) is not served: d2serve answers with instance masks",
         ));
     }
     if k.bool("MODEL.KEYPOINT_ON")? {
-        return Err(unsupported("MODEL.KEYPOINT_ON", k.get("MODEL.KEYPOINT_ON")?, "keypoint heads are not converted"));
+        return Err(k.refuse("MODEL.KEYPOINT_ON", "keypoint heads are not converted"));
     }
     if k.bool("MODEL.LOAD_PROPOSALS")? {
-        return Err(unsupported(
-            "MODEL.LOAD_PROPOSALS",
-            k.get("MODEL.LOAD_PROPOSALS")?,
-            "precomputed proposals cannot be served; the model must have its own RPN",
+        return Err(k.refuse("MODEL.LOAD_PROPOSALS", "precomputed proposals cannot be served; the model must have its own RPN",
         ));
     }
     let pg = k.str("MODEL.PROPOSAL_GENERATOR.NAME")?;
     if pg != "RPN" {
-        return Err(unsupported("MODEL.PROPOSAL_GENERATOR.NAME", k.get("MODEL.PROPOSAL_GENERATOR.NAME")?, "only the standard RPN is converted"));
+        return Err(k.refuse("MODEL.PROPOSAL_GENERATOR.NAME", "only the standard RPN is converted"));
     }
     for (key, want) in [
         ("MODEL.ANCHOR_GENERATOR.NAME", "DefaultAnchorGenerator"),
@@ -326,14 +324,11 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
         ("MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead"),
     ] {
         if k.str(key)? != want {
-            return Err(unsupported(key, k.get(key)?, format!("only {want} is converted")));
+            return Err(k.refuse(key, format!("only {want} is converted")));
         }
     }
     if k.bool("MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE")? {
-        return Err(unsupported(
-            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE",
-            k.get("MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE")?,
-            "sigmoid class scores are not converted (the graph applies softmax)",
+        return Err(k.refuse("MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE", "sigmoid class scores are not converted (the graph applies softmax)",
         ));
     }
     if merged.get("TEST.AUG.ENABLED").and_then(CfgValue::as_bool) == Some(true) {
@@ -348,18 +343,15 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
         "build_resnet_fpn_backbone" => {
             let in_features = k.strs("MODEL.FPN.IN_FEATURES")?;
             if in_features != ["res2", "res3", "res4", "res5"] {
-                return Err(unsupported(
-                    "MODEL.FPN.IN_FEATURES",
-                    k.get("MODEL.FPN.IN_FEATURES")?,
-                    "the converter builds FPNs on [res2, res3, res4, res5]",
+                return Err(k.refuse("MODEL.FPN.IN_FEATURES", "the converter builds FPNs on [res2, res3, res4, res5]",
                 ));
             }
             let fuse = k.str("MODEL.FPN.FUSE_TYPE")?;
             if !matches!(fuse, "sum" | "avg") {
-                return Err(unsupported("MODEL.FPN.FUSE_TYPE", k.get("MODEL.FPN.FUSE_TYPE")?, "must be sum or avg"));
+                return Err(k.refuse("MODEL.FPN.FUSE_TYPE", "must be sum or avg"));
             }
             if dilation != 1 {
-                return Err(unsupported("MODEL.RESNETS.RES5_DILATION", k.get("MODEL.RESNETS.RES5_DILATION")?, "an FPN needs res5 undilated (1)"));
+                return Err(k.refuse("MODEL.RESNETS.RES5_DILATION", "an FPN needs res5 undilated (1)"));
             }
             Neck::Fpn {
                 out_channels: k.u32("MODEL.FPN.OUT_CHANNELS")?,
@@ -372,27 +364,21 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
             ("Res5ROIHeads", 1) => Neck::C4,
             ("StandardROIHeads", 2) => Neck::Dc5,
             ("Res5ROIHeads", _) => {
-                return Err(unsupported("MODEL.RESNETS.RES5_DILATION", k.get("MODEL.RESNETS.RES5_DILATION")?, "C4 models (Res5ROIHeads) need res5 undilated"));
+                return Err(k.refuse("MODEL.RESNETS.RES5_DILATION", "C4 models (Res5ROIHeads) need res5 undilated"));
             }
             _ => {
-                return Err(unsupported(
-                    "MODEL.ROI_HEADS.NAME",
-                    k.get("MODEL.ROI_HEADS.NAME")?,
-                    "a plain ResNet backbone is served as C4 (Res5ROIHeads) or DC5 (StandardROIHeads with RES5_DILATION 2)",
+                return Err(k.refuse("MODEL.ROI_HEADS.NAME", "a plain ResNet backbone is served as C4 (Res5ROIHeads) or DC5 (StandardROIHeads with RES5_DILATION 2)",
                 ));
             }
         },
         _ => {
-            return Err(unsupported(
-                "MODEL.BACKBONE.NAME",
-                k.get("MODEL.BACKBONE.NAME")?,
-                "the converter builds build_resnet_fpn_backbone and build_resnet_backbone (C4, DC5); RegNet models are read from the catalog",
+            return Err(k.refuse("MODEL.BACKBONE.NAME", "the converter builds build_resnet_fpn_backbone and build_resnet_backbone (C4, DC5); RegNet models are read from the catalog",
             ));
         }
     };
     let depth = k.u32("MODEL.RESNETS.DEPTH")?;
     if ![50, 101, 152].contains(&depth) {
-        return Err(unsupported("MODEL.RESNETS.DEPTH", k.get("MODEL.RESNETS.DEPTH")?, "ResNet-50, -101 and -152 are converted (18/34 use basic blocks)"));
+        return Err(k.refuse("MODEL.RESNETS.DEPTH", "ResNet-50, -101 and -152 are converted (18/34 use basic blocks)"));
     }
     let deform: Vec<bool> = k
         .list("MODEL.RESNETS.DEFORM_ON_PER_STAGE")?
@@ -409,7 +395,7 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
         Neck::Dc5 => &["res5"],
     };
     if let Some(missing) = needed.iter().find(|f| !out_features.iter().any(|o| o == *f)) {
-        return Err(unsupported("MODEL.RESNETS.OUT_FEATURES", k.get("MODEL.RESNETS.OUT_FEATURES")?, format!("this architecture needs {missing}")));
+        return Err(k.refuse("MODEL.RESNETS.OUT_FEATURES", format!("this architecture needs {missing}")));
     }
     let backbone = Backbone::Resnet {
         depth,
@@ -428,14 +414,11 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
     // Input.
     let format = k.str("INPUT.FORMAT")?;
     if !matches!(format, "BGR" | "RGB") {
-        return Err(unsupported("INPUT.FORMAT", k.get("INPUT.FORMAT")?, "the served input is a colour photo: BGR or RGB"));
+        return Err(k.refuse("INPUT.FORMAT", "the served input is a colour photo: BGR or RGB"));
     }
     let min_size_test = k.u32("INPUT.MIN_SIZE_TEST")?;
     if min_size_test == 0 {
-        return Err(unsupported(
-            "INPUT.MIN_SIZE_TEST",
-            k.get("INPUT.MIN_SIZE_TEST")?,
-            "0 (no resize) is not served: set the test size the model was evaluated at",
+        return Err(k.refuse("INPUT.MIN_SIZE_TEST", "0 (no resize) is not served: set the test size the model was evaluated at",
         ));
     }
     let mut input = InputSpec {
@@ -459,7 +442,7 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
         Neck::Dc5 => vec!["res5"],
     };
     if rpn_in != want_rpn_in {
-        return Err(unsupported("MODEL.RPN.IN_FEATURES", k.get("MODEL.RPN.IN_FEATURES")?, format!("this architecture's RPN runs on {want_rpn_in:?}")));
+        return Err(k.refuse("MODEL.RPN.IN_FEATURES", format!("this architecture's RPN runs on {want_rpn_in:?}")));
     }
     let sizes: Vec<Vec<f32>> = k
         .list("MODEL.ANCHOR_GENERATOR.SIZES")?
@@ -488,19 +471,13 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
         [one] => one.clone(),
         [first, rest @ ..] if rest.iter().all(|r| r == first) => first.clone(),
         _ => {
-            return Err(unsupported(
-                "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
-                k.get("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS")?,
-                "one list of aspect ratios shared by every feature map is converted",
+            return Err(k.refuse("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "one list of aspect ratios shared by every feature map is converted",
             ));
         }
     };
     let conv_dims = k.list("MODEL.RPN.CONV_DIMS")?;
     if conv_dims.is_empty() || conv_dims.len() > 2 || conv_dims.iter().any(|d| d.as_i64() != Some(-1)) {
-        return Err(unsupported(
-            "MODEL.RPN.CONV_DIMS",
-            k.get("MODEL.RPN.CONV_DIMS")?,
-            "the converter builds RPN heads of one or two convs that keep the channel count ([-1] or [-1, -1])",
+        return Err(k.refuse("MODEL.RPN.CONV_DIMS", "the converter builds RPN heads of one or two convs that keep the channel count ([-1] or [-1, -1])",
         ));
     }
     let rpn = RpnSpec {
@@ -522,15 +499,12 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
         "Res5ROIHeads" => RoiHeadsKind::Res5,
         "CascadeROIHeads" => RoiHeadsKind::Cascade,
         _ => {
-            return Err(unsupported(
-                "MODEL.ROI_HEADS.NAME",
-                k.get("MODEL.ROI_HEADS.NAME")?,
-                "StandardROIHeads, Res5ROIHeads and CascadeROIHeads are converted",
+            return Err(k.refuse("MODEL.ROI_HEADS.NAME", "StandardROIHeads, Res5ROIHeads and CascadeROIHeads are converted",
             ));
         }
     };
     if kind == RoiHeadsKind::Cascade && !matches!(neck, Neck::Fpn { .. }) {
-        return Err(unsupported("MODEL.ROI_HEADS.NAME", k.get("MODEL.ROI_HEADS.NAME")?, "cascade heads are converted on FPN models"));
+        return Err(k.refuse("MODEL.ROI_HEADS.NAME", "cascade heads are converted on FPN models"));
     }
     let roi_in = k.strs("MODEL.ROI_HEADS.IN_FEATURES")?;
     let want_roi_in: Vec<&str> = match neck {
@@ -539,7 +513,7 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
         Neck::Dc5 => vec!["res5"],
     };
     if roi_in != want_roi_in {
-        return Err(unsupported("MODEL.ROI_HEADS.IN_FEATURES", k.get("MODEL.ROI_HEADS.IN_FEATURES")?, format!("this architecture's ROI heads pool from {want_roi_in:?}")));
+        return Err(k.refuse("MODEL.ROI_HEADS.IN_FEATURES", format!("this architecture's ROI heads pool from {want_roi_in:?}")));
     }
     let bbox_reg_weights = if kind == RoiHeadsKind::Cascade {
         let stages = k.list("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS")?;
@@ -571,7 +545,7 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
     if kind != RoiHeadsKind::Res5 {
         let name = k.str("MODEL.ROI_BOX_HEAD.NAME")?;
         if name != "FastRCNNConvFCHead" {
-            return Err(unsupported("MODEL.ROI_BOX_HEAD.NAME", k.get("MODEL.ROI_BOX_HEAD.NAME")?, "only FastRCNNConvFCHead is converted"));
+            return Err(k.refuse("MODEL.ROI_BOX_HEAD.NAME", "only FastRCNNConvFCHead is converted"));
         }
     }
     let box_head = BoxHeadSpec {
@@ -608,7 +582,7 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
 fn pooler_type(k: &Keys<'_>, key: &str) -> Result<String, ConfigError> {
     let v = k.str(key)?;
     if v != "ROIAlignV2" {
-        return Err(unsupported(key, k.get(key)?, "only ROIAlignV2 pooling is converted (the zoo's Mask R-CNNs all use it)"));
+        return Err(k.refuse(key, "only ROIAlignV2 pooling is converted (the zoo's Mask R-CNNs all use it)"));
     }
     Ok(v.to_string())
 }

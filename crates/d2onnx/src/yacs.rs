@@ -458,44 +458,38 @@ pub enum YacsError {
     TooManyBases { file: String },
 }
 
+/// `$then` with `$at` bound to the error's place, for the variants that are
+/// at one place in a file's text; `$else` for the others.
+macro_rules! located {
+    ($err:expr, $at:ident => $then:expr, $else:expr) => {
+        match $err {
+            YacsError::Syntax { $at, .. }
+            | YacsError::PythonTag { $at, .. }
+            | YacsError::UnsupportedTag { $at, .. }
+            | YacsError::MisplacedTag { $at, .. }
+            | YacsError::BadScalar { $at, .. }
+            | YacsError::BadCfgNode { $at, .. }
+            | YacsError::BadKey { $at, .. }
+            | YacsError::BadMerge { $at }
+            | YacsError::RecursiveAlias { $at }
+            | YacsError::MultipleDocuments { $at }
+            | YacsError::TooLarge { $at, .. }
+            | YacsError::TooDeep { $at, .. } => $then,
+            _ => $else,
+        }
+    };
+}
+
 impl YacsError {
     /// Names the file in an error raised while parsing its text.
     fn in_file(mut self, file: &str) -> Self {
-        match &mut self {
-            YacsError::Syntax { at, .. }
-            | YacsError::PythonTag { at, .. }
-            | YacsError::UnsupportedTag { at, .. }
-            | YacsError::MisplacedTag { at, .. }
-            | YacsError::BadScalar { at, .. }
-            | YacsError::BadCfgNode { at, .. }
-            | YacsError::BadKey { at, .. }
-            | YacsError::BadMerge { at }
-            | YacsError::RecursiveAlias { at }
-            | YacsError::MultipleDocuments { at }
-            | YacsError::TooLarge { at, .. }
-            | YacsError::TooDeep { at, .. } => at.file = Some(file.to_owned()),
-            _ => {}
-        }
+        located!(&mut self, at => at.file = Some(file.to_owned()), ());
         self
     }
 
     /// Where the error is, when it is at one place in a file's text.
     pub fn location(&self) -> Option<&Location> {
-        match self {
-            YacsError::Syntax { at, .. }
-            | YacsError::PythonTag { at, .. }
-            | YacsError::UnsupportedTag { at, .. }
-            | YacsError::MisplacedTag { at, .. }
-            | YacsError::BadScalar { at, .. }
-            | YacsError::BadCfgNode { at, .. }
-            | YacsError::BadKey { at, .. }
-            | YacsError::BadMerge { at }
-            | YacsError::RecursiveAlias { at }
-            | YacsError::MultipleDocuments { at }
-            | YacsError::TooLarge { at, .. }
-            | YacsError::TooDeep { at, .. } => Some(at),
-            _ => None,
-        }
+        located!(self, at => Some(at), None)
     }
 }
 

@@ -7,18 +7,25 @@ mod common;
 
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supervisely_sdk_works_unchanged() {
+/// The repository root and the SDK's Python, when ONNX Runtime and the SDK
+/// are installed (a loud skip otherwise; a failure under D2_REQUIRE_SDK=1).
+fn sdk_python() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     if !ort_available() {
-        return;
+        return None;
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = root.join(".venv-sdk/bin/python");
     if !python.exists() {
         assert!(std::env::var("D2_REQUIRE_SDK").as_deref() != Ok("1"), "no Supervisely SDK in .venv-sdk: run scripts/setup-test-env.sh");
         eprintln!("SKIPPED: no Supervisely SDK in {} (scripts/setup-test-env.sh installs it)", python.display());
-        return;
+        return None;
     }
+    Some((root, python))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisely_sdk_works_unchanged() {
+    let Some((root, python)) = sdk_python() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let reg = local_registry(tmp.path()).await;
     // Images for the URL test come from a loopback file server: opened explicitly.
@@ -54,16 +61,7 @@ async fn supervisely_sdk_works_unchanged() {
 /// names and the colours of its model_classes.json, and "custom" as dataset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_model_is_served_with_its_own_classes() {
-    if !ort_available() {
-        return;
-    }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv-sdk/bin/python");
-    if !python.exists() {
-        assert!(std::env::var("D2_REQUIRE_SDK").as_deref() != Ok("1"), "no Supervisely SDK in .venv-sdk: run scripts/setup-test-env.sh");
-        eprintln!("SKIPPED: no Supervisely SDK in {}", python.display());
-        return;
-    }
+    let Some((root, python)) = sdk_python() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let reg_root = tmp.path().join("registry");
     publish_custom(tmp.path(), &reg_root, "custom_r50_fpn", "acme/lemons").await;
