@@ -14,24 +14,24 @@ scripts/install-ort.sh
 cargo build --release --locked -p zoo -p d2serve-serve
 ZOO=target/release/zoo
 SERVE=target/release/serve
-export ZOO_CACHE="$PWD/$OUT/cache"
-
-if $ZOO pull r50-fpn-3x --retries 1 --timeout 15; then
-  $ZOO convert r50-fpn-3x --out "$OUT/artifact"
+# Everything goes where zoo and serve look by default (artifacts/, registry/, the
+# user cache), so afterwards `zoo list`, `zoo predict IMAGE` and `serve` work with no flags.
+if $ZOO pull r50-fpn-3x --retries 1 --timeout 15 > "$OUT/pull.log" 2>&1; then
+  $ZOO convert r50-fpn-3x
   echo "demo: converted the real zoo checkpoint"
 else
   echo
-  echo "demo: the Detectron2 model zoo is unreachable, so this run uses the BUNDLED SAMPLE MODEL:"
-  echo "      random weights in the real R50-FPN architecture (narrow widths, test size 320/512)."
-  echo "      It checks the whole pipeline; its detections are meaningless."
+  echo "demo: the Detectron2 model zoo is unreachable (offline? details in $OUT/pull.log), so this run"
+  echo "      uses the BUNDLED SAMPLE MODEL: random weights in the real R50-FPN architecture (narrow"
+  echo "      widths, test size 320/512). It checks the whole pipeline; its detections are meaningless,"
+  echo "      and zoo list, serve and zoo predict call it a sample."
   echo
-  $ZOO convert tests/fixtures/r50_fpn/model.pkl --as r50-fpn-3x --out "$OUT/artifact" --min-size 320 --max-size 512
+  $ZOO convert tests/fixtures/r50_fpn/model.pkl --as r50-fpn-3x --min-size 320 --max-size 512 --random-weights
 fi
-$ZOO publish r50-fpn-3x --artifact "$OUT/artifact" --to "file://$PWD/$OUT/registry"
+$ZOO publish r50-fpn-3x --to registry
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-$SERVE --registry "file://$PWD/$OUT/registry" --model r50-fpn-3x --listen "127.0.0.1:$PORT" \
-  --cache-dir "$OUT/serve-cache" --preload > "$OUT/serve.log" 2>&1 &
+$SERVE --listen "127.0.0.1:$PORT" --preload > "$OUT/serve.log" 2>&1 &
 SERVE_PID=$!
 trap 'kill $SERVE_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do
@@ -42,9 +42,16 @@ done
 echo "demo: serve is up on http://127.0.0.1:$PORT (log: $OUT/serve.log)"
 
 name=$(basename "$IMAGE"); stem=${name%.*}
-curl -sf -D "$OUT/$stem.headers" -F "files=@$IMAGE" -F 'settings={"settings": {"conf_thres": 0.3}}' \
+# No settings: the server's default confidence (0.45, as zoo predict, batch and the Supervisely app).
+curl -sf -D "$OUT/$stem.headers" -F "files=@$IMAGE" \
   "http://127.0.0.1:$PORT/inference_image" -o "$OUT/$stem.json"
 $ZOO draw "$IMAGE" "$OUT/$stem.json" --out "$OUT/${stem}_overlay.png" --model r50-fpn-3x
 echo "demo: Supervisely annotation: $OUT/$stem.json"
 echo "demo: overlay picture:        $OUT/${stem}_overlay.png"
 grep -i '^server-timing' "$OUT/$stem.headers" || true
+echo
+echo "demo: left set up for you (repository root): artifacts/ (converted model), registry/ (published),"
+echo "      so with no extra flags:"
+echo "        $ZOO list                                   # r50-fpn-3x: converted, published"
+echo "        $ZOO predict photo.jpg --overlay out.png    # local prediction"
+echo "        $SERVE                                      # the server on 127.0.0.1:8000"

@@ -28,4 +28,4 @@ with zipfile.ZipFile(whl) as z:
                 f.write(z.read(n))
 PY
 rm -rf "$dest"; mv "$dest.partial" "$dest"
-echo "install-ort: installed $(ls "$dest")"
+echo "install-ort: installed into $dest: $(ls "$dest" | paste -sd " " -)"

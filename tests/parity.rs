@@ -135,7 +135,7 @@ fn check_family(family: &str, key: &str) {
     let catalog = Catalog::embedded().unwrap();
     let entry = catalog.require(key).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let opts = ConvertOptions { min_size: Some(320), max_size: Some(512), debug_outputs: true };
+    let opts = ConvertOptions { min_size: Some(320), max_size: Some(512), debug_outputs: true, ..Default::default() };
     d2serve_d2onnx::convert_checkpoint(entry, &catalog.classes(entry), &dir.join("model.pkl"), out.path(), &opts)
         .unwrap_or_else(|e| panic!("{family}: conversion failed: {e}"));
     check_artifact(family, &out.path().join("model.onnx"), entry.input.format == "BGR");

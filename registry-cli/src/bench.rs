@@ -36,7 +36,7 @@ pub(crate) async fn bench(g: &Global, args: &BenchArgs) -> Result<()> {
             d2serve_d2onnx::synth::write_checkpoint(entry, 1, &mut w)?;
             drop(w);
             let out = work.path().join("artifact");
-            convert_checkpoint(entry, &catalog.classes(entry), &pkl, &out, &ConvertOptions::default())?;
+            convert_checkpoint(entry, &catalog.classes(entry), &pkl, &out, &ConvertOptions { random_weights: true, ..Default::default() })?;
             std::fs::remove_file(&pkl)?;
             eprintln!("bench: converted a full-size synthesized {} (random weights)", entry.key);
             out

@@ -67,7 +67,12 @@ pub(crate) fn convert_all(g: &Global, args: &ConvertArgs) -> Result<()> {
         let checkpoint_bytes = std::fs::metadata(&pkl)?.len();
         reset_peak_rss();
         let t = std::time::Instant::now();
-        let opts = ConvertOptions { min_size: args.min_size, max_size: args.max_size, debug_outputs: args.debug_outputs };
+        let opts = ConvertOptions {
+            min_size: args.min_size,
+            max_size: args.max_size,
+            debug_outputs: args.debug_outputs,
+            random_weights: args.synth || args.random_weights,
+        };
         match convert_checkpoint(entry, &catalog.classes(entry), &pkl, &out, &opts) {
             Ok(m) => {
                 let secs = t.elapsed().as_secs_f64();
@@ -149,6 +154,7 @@ pub(crate) fn convert(g: &Global, args: &ConvertArgs) -> Result<()> {
         min_size: args.min_size,
         max_size: args.max_size,
         debug_outputs: args.debug_outputs,
+        random_weights: args.synth || args.random_weights,
     };
     let started = std::time::Instant::now();
     let manifest = convert_checkpoint(entry, &catalog.classes(entry), &pkl, &out, &opts)

@@ -1,7 +1,7 @@
 //! `zoo list` and `zoo show`: the catalog, and models imported with `zoo import`, with their local state.
 
 use anyhow::Result;
-use d2serve_registry::download::{self};
+use d2serve_registry::download;
 use d2serve_registry::manifest::MODEL_FILE;
 use d2serve_registry::Catalog;
 use serde_json::json;
@@ -16,27 +16,32 @@ pub(crate) async fn list(g: &Global, as_json: bool, registry: &str) -> Result<()
         Ok(r) => r.index().await.ok(),
         Err(_) => None,
     };
-    let rows: Vec<_> = catalog
+    let mut rows: Vec<_> = catalog
         .models
         .iter()
         .map(|m| {
+            let converted = g.artifact_dir(m).join(MODEL_FILE).is_file();
+            // A local artifact with random weights (the demo's sample, --synth) is
+            // shown as what it is: the real checkpoint's name and APs are not its.
+            let sample = converted
+                && d2serve_registry::Manifest::read(&g.artifact_dir(m).join("manifest.json")).is_ok_and(|a| a.is_sample());
             json!({
                 "key": m.key,
-                "name": m.name,
+                "name": if sample { format!("{} (sample: random weights)", m.name) } else { m.name.clone() },
                 "aliases": m.aliases,
                 "model_id": m.model_id,
                 "dataset": m.dataset,
                 "num_classes": m.num_classes,
-                "box_ap": m.box_ap,
-                "mask_ap": m.mask_ap,
+                "box_ap": if sample { None } else { m.box_ap },
+                "mask_ap": if sample { None } else { Some(m.mask_ap) },
                 "inference_s_per_im": m.inference_s_per_im,
                 "cached": download::cached_path(&cache, m).is_file(),
-                "converted": g.artifact_dir(m).join(MODEL_FILE).is_file(),
+                "converted": converted,
                 "published": index.as_ref().is_some_and(|i| i.models.contains_key(&m.key)),
+                "source": if sample { "sample" } else { "zoo" },
             })
         })
         .collect();
-    let mut rows = rows;
     rows.extend(imported_rows(g, &catalog, index.as_ref()));
     if as_json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -44,18 +49,22 @@ pub(crate) async fn list(g: &Global, as_json: bool, registry: &str) -> Result<()
     }
     let fmt_ap = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
     let width = rows.iter().filter_map(|r| r["key"].as_str()).map(str::len).max().unwrap_or(3);
+    let name_width = rows.iter().filter_map(|r| r["name"].as_str()).map(|n| n.chars().count()).max().unwrap_or(4).max(4);
     println!(
-        "{:<width$}  {:<26}  {:<10}  {:>7}  {:>6}  {:>7}  STATE",
+        "{:<width$}  {:<name_width$}  {:<10}  {:>7}  {:>6}  {:>7}  STATE",
         "KEY", "NAME", "DATASET", "CLASSES", "BOX AP", "MASK AP"
     );
     for r in &rows {
-        let state: Vec<&str> = [("cached", "local"), ("converted", "converted"), ("published", "published")]
+        let mut state: Vec<&str> = [("cached", "local"), ("converted", "converted"), ("published", "published")]
             .iter()
             .filter(|(k, _)| r[*k].as_bool() == Some(true))
             .map(|(_, label)| *label)
             .collect();
+        if r["source"] == "sample" {
+            state.push("SAMPLE (random weights)");
+        }
         println!(
-            "{:<width$}  {:<26}  {:<10}  {:>7}  {:>6}  {:>7}  {}",
+            "{:<width$}  {:<name_width$}  {:<10}  {:>7}  {:>6}  {:>7}  {}",
             r["key"].as_str().unwrap_or_default(),
             r["name"].as_str().unwrap_or_default(),
             r["dataset"].as_str().unwrap_or_default(),

@@ -226,6 +226,10 @@ struct ConvertArgs {
     /// Also output the RPN proposals and their objectness logits.
     #[arg(long)]
     debug_outputs: bool,
+    /// The .pkl has random weights (a sample, like the bundled fixtures): the
+    /// manifest, `zoo list` and `serve` say so and claim no AP (--synth implies it).
+    #[arg(long)]
+    random_weights: bool,
     #[arg(long)]
     json: bool,
 }
@@ -247,7 +251,7 @@ struct PredictArgs {
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
     /// Keep detections with score >= this.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = d2serve_engine::pipeline::DEFAULT_CONF_THRES)]
     conf: f64,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -337,7 +341,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("zoo: error: {e:#}");
+            eprintln!("zoo: error: {}", d2serve_registry::report::join_causes(e.chain()));
             ExitCode::from(1)
         }
     }

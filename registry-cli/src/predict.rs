@@ -35,9 +35,17 @@ pub(crate) fn predict(g: &Global, args: &PredictArgs) -> Result<()> {
     let key = g.model_key(&catalog, &args.model, args.artifact.as_deref())?;
     let dir = args.artifact.clone().unwrap_or_else(|| g.artifacts.join(&key));
     if !dir.join(MODEL_FILE).is_file() {
-        bail!("{} has no converted model: run `zoo convert {key}` (or pass --artifact DIR)", dir.display());
+        bail!(
+            "{} has no converted model: `zoo pull {key} --convert` downloads and converts it; offline, \
+             `zoo convert {key} --synth` makes one with random weights (or scripts/demo.sh the bundled sample); \
+             or pass --artifact DIR",
+            dir.display()
+        );
     }
     let model = LoadedModel::open(&dir, &args.runtime.session_options())?;
+    if model.manifest.is_sample() {
+        println!("note: {} has random weights: its detections show the pipeline works and mean nothing", model.manifest.name);
+    }
     let many = args.images.len() > 1;
     let settings = Settings { conf_thres: args.conf, ..Default::default() };
     for path in &args.images {

@@ -84,6 +84,7 @@ pub(crate) async fn pull(g: &Global, args: &PullArgs) -> Result<()> {
                     min_size: None,
                     max_size: None,
                     debug_outputs: false,
+                    random_weights: false,
                     json: args.json,
                 },
             )?;

@@ -18,6 +18,7 @@ fn every_help_page_shows_an_example() {
         vec!["predict", "--help"],
         vec!["draw", "--help"],
         vec!["bench", "--help"],
+        vec!["import", "--help"],
         vec!["registry", "ls", "--help"],
         vec!["registry", "gc", "--help"],
         vec!["registry", "set", "--help"],
@@ -27,6 +28,25 @@ fn every_help_page_shows_an_example() {
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(help.contains("Examples:") && help.contains("zoo "), "{args:?} help has no example:\n{help}");
     }
+}
+
+/// A nested error (zoo context, converter error, reader error) prints each
+/// message once, in order: the exact text is pinned.
+#[test]
+fn a_nested_error_says_each_thing_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = tmp.path().join("evil.pkl");
+    // Protocol 2, GLOBAL 'posix system', STOP: what `pickle.dumps(os.system)` starts with.
+    std::fs::write(&evil, b"\x80\x02cposix\nsystem\nq\x00.").unwrap();
+    let out = zoo(&["convert", evil.to_str().unwrap(), "--as", "r50-fpn-3x", "--out", tmp.path().join("o").to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.starts_with("zoo: error: ")).unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(line.matches("refusing global `posix.system`").count(), 1, "said more than once: {line}");
+    assert!(
+        line.starts_with(&format!("zoo: error: converting {} (COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x): cannot read the checkpoint: refusing global `posix.system` at byte 2", evil.display())),
+        "{line}"
+    );
 }
 
 #[test]
@@ -112,4 +132,28 @@ fn convert_synth_and_convert_all() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("not downloaded").count(), 21, "{err}");
     assert!(err.contains("zoo pull") && err.contains("--synth") && err.contains("21 of 21 models failed"), "{err}");
+}
+
+/// A checkpoint converted with --random-weights is listed as a sample, with
+/// none of the real checkpoint's APs.
+#[test]
+fn a_random_weight_artifact_is_listed_as_a_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifacts = tmp.path().join("artifacts");
+    let pkl = common::repo_root().join("tests/fixtures/r50_fpn/model.pkl");
+    let a = artifacts.display().to_string();
+    let envs = [("ZOO_ARTIFACTS", a.as_str())];
+    let out = zoo(&["convert", pkl.to_str().unwrap(), "--as", "r50-fpn-3x", "--random-weights"], &envs);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = zoo(&["list", "--json"], &envs);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r50 = rows.as_array().unwrap().iter().find(|r| r["key"] == "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x").unwrap();
+    assert_eq!((r50["source"].as_str(), r50["converted"].as_bool()), (Some("sample"), Some(true)), "{r50}");
+    assert!(r50["box_ap"].is_null() && r50["mask_ap"].is_null() && r50["name"].as_str().unwrap().contains("random weights"), "{r50}");
+    let other = rows.as_array().unwrap().iter().find(|r| r["key"] == "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x").unwrap();
+    assert_eq!(other["source"], "zoo");
+    assert!(other["box_ap"].is_number());
+    let out = zoo(&["list"], &envs);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.lines().any(|l| l.starts_with("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x ") && l.contains("SAMPLE (random weights)")), "{s}");
 }

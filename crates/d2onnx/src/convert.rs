@@ -66,6 +66,9 @@ pub struct ConvertOptions {
     pub min_size: Option<u32>,
     pub max_size: Option<u32>,
     pub debug_outputs: bool,
+    /// The checkpoint has random weights (synthesized, or the bundled sample):
+    /// the manifest says so (source kind `sample`, the name says it, no AP).
+    pub random_weights: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
@@ -183,10 +186,16 @@ pub fn write_artifact(
         } => (SourceKind::Zoo, Some(*model_id), dataset.clone(), *box_ap, Some(*mask_ap)),
         Origin::Custom => (SourceKind::Custom, None, "custom".to_string(), None, None),
     };
+    // Random weights keep the architecture's identity but none of the real checkpoint's claims.
+    let (kind, box_ap, mask_ap, name) = if opts.random_weights {
+        (SourceKind::Sample, None, None, format!("{} (sample: random weights)", model_desc.name))
+    } else {
+        (kind, box_ap, mask_ap, model_desc.name.clone())
+    };
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         key: model_desc.key.clone(),
-        name: model_desc.name.clone(),
+        name,
         zoo_id,
         dataset,
         source: SourceInfo {

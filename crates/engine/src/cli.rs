@@ -58,12 +58,18 @@ impl ModelSourceArgs {
         self.runtime.session_options()
     }
 
+    /// The local artifact cache: --cache-dir, else the default (logged at start, so
+    /// nobody is surprised by a folder in their home).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(default_cache_dir)
+    }
+
     /// Opens the registry and returns a model cache over it, bounded by `limits`.
     pub async fn model_cache(&self, limits: CacheLimits) -> Result<ModelCache, StoreError> {
         let store = open_store(&self.registry, &self.s3_config()).await?;
         Ok(ModelCache::new(
             Registry::new(store),
-            self.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            self.cache_dir(),
             self.session_options(),
             limits,
         ))

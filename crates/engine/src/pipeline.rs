@@ -22,6 +22,11 @@ pub struct Roi {
     pub bottom: usize,
 }
 
+/// The one default object confidence threshold of `zoo predict`, `serve`
+/// and `batch`: the Supervisely app's (`conf_thres: 0.45` in its
+/// custom_settings.yaml), so every way of asking gives the same answer.
+pub const DEFAULT_CONF_THRES: f64 = 0.45;
+
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// Keep instances with score >= this.

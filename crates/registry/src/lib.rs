@@ -9,6 +9,7 @@ pub mod download;
 pub mod hashing;
 pub mod manifest;
 pub mod registry;
+pub mod report;
 pub mod spec;
 pub mod store;
 pub mod testing;

@@ -26,6 +26,9 @@ pub enum SourceKind {
     Zoo,
     /// A user's own checkpoint, imported with its config (`zoo import`).
     Custom,
+    /// A catalog architecture with random weights (`zoo convert --synth`, the
+    /// demo's bundled sample): the pipeline runs, the detections mean nothing.
+    Sample,
 }
 
 impl SourceKind {
@@ -33,6 +36,7 @@ impl SourceKind {
         match self {
             Self::Zoo => "zoo",
             Self::Custom => "custom",
+            Self::Sample => "sample",
         }
     }
 }
@@ -137,6 +141,10 @@ impl Manifest {
     /// A user's own model (`zoo import`), not a zoo checkpoint.
     pub fn is_custom(&self) -> bool {
         self.source.kind == SourceKind::Custom
+    }
+    /// Random weights: say so wherever the model is shown.
+    pub fn is_sample(&self) -> bool {
+        self.source.kind == SourceKind::Sample
     }
     pub fn read(path: &Path) -> Result<Self, ManifestError> {
         let text = std::fs::read(path).map_err(|source| ManifestError::Read {

@@ -13,8 +13,7 @@ use serde_json::Value;
 use crate::error::BatchError;
 use crate::event::SettingsSpec;
 
-/// serve's default `conf_thres` (Supervisely's custom inference settings).
-pub const DEFAULT_CONF_THRES: f64 = 0.45;
+pub use d2serve_engine::pipeline::DEFAULT_CONF_THRES;
 
 #[async_trait]
 pub trait Annotator: Send + Sync {

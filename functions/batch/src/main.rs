@@ -112,7 +112,7 @@ async fn main() -> ExitCode {
     match run(in_lambda).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("batch: {e:#}");
+            eprintln!("batch: {}", d2serve_registry::report::join_causes(e.chain()));
             ExitCode::from(1)
         }
     }

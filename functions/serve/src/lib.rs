@@ -30,7 +30,7 @@ use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
 
 /// Default object confidence threshold of the Supervisely settings (the Python app's YAML).
-pub const DEFAULT_CONF_THRES: f64 = 0.45;
+pub use d2serve_engine::pipeline::DEFAULT_CONF_THRES;
 const SETTINGS_YAML: &str = "# object confidence threshold (for debug 0.001)\nconf_thres: 0.45\n";
 const APP_NAME: &str = "Serve Detectron2";
 const MAX_BATCH: usize = 16;
@@ -104,9 +104,47 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{*rest}", post(native_predict))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README (Supervisely API and /v1/models)") })
         .with_state(state)
+}
+
+/// Every error answer in the documented shape `{"error", "detail"}`: the
+/// rejections axum's extractors write as plain text (a body that is not
+/// multipart, a body over the limit, a bad query string, a wrong method)
+/// are rewritten with their text as the detail; headers such as `Allow` stay.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_entity",
+        _ if status.is_server_error() => "internal",
+        _ => "client_error",
+    };
+    let detail = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let mut out = ApiError::new(status, code, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// Request id, JSON access log, request metrics.
@@ -307,6 +345,15 @@ async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<J
     let body = parse_body(&body)?;
     let key = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
     let (display_name, checkpoint, checkpoint_url, dataset, num_classes) = match st.cfg.catalog.get(&key) {
+        // A catalog architecture published with random weights (the demo's sample, --synth):
+        // its manifest says so, and the real checkpoint's name and URL are not its.
+        Some(entry) if published_manifest(&st, &key).await.is_some_and(|m| m.is_sample()) => (
+            format!("{} (sample: random weights)", entry.name),
+            "random weights".to_string(),
+            Value::Null,
+            st.cfg.catalog.datasets[&entry.dataset].title.clone(),
+            st.cfg.catalog.classes(entry).len(),
+        ),
         Some(entry) => (
             entry.name.clone(),
             entry.key.rsplit('/').next().unwrap_or(&entry.key).to_string(),
@@ -347,6 +394,12 @@ async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<J
         "classes_count": classes_count,
         "tags_count": 1,
     })))
+}
+
+/// The manifest of `key`'s current artifact in the registry (None when the
+/// registry cannot say: the catalog's description stands then).
+async fn published_manifest(st: &AppState, key: &str) -> Option<d2serve_registry::Manifest> {
+    st.cache.registry().current(key).await.ok().map(|(_, m)| m)
 }
 
 /// A zoo model's classes come from the catalog (no model load needed); a
@@ -549,7 +602,19 @@ async fn list_models(State(st): S) -> Result<Json<Value>, ApiError> {
     let default_key = resolve_model(&st, None).ok();
     let mut models: Vec<Value> = Vec::with_capacity(index.models.len());
     for (key, e) in &index.models {
+        let manifest = st.cache.registry().artifact_manifest(key, &e.artifact).await;
+        let sample = manifest.as_ref().is_ok_and(|m| m.is_sample());
         let (name, aliases, dataset, box_ap, mask_ap, classes, source) = match st.cfg.catalog.get(key) {
+            // Random weights in a catalog architecture: no claim of the real checkpoint's APs.
+            Some(m) if sample => (
+                Some(format!("{} (sample: random weights)", m.name)),
+                m.aliases.clone(),
+                Some(m.dataset.clone()),
+                None,
+                None,
+                st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect::<Vec<_>>(),
+                "sample",
+            ),
             Some(m) => (
                 Some(m.name.clone()),
                 m.aliases.clone(),
@@ -560,7 +625,7 @@ async fn list_models(State(st): S) -> Result<Json<Value>, ApiError> {
                 "zoo",
             ),
             // A model of one's own: its manifest has its name and classes.
-            None => match st.cache.registry().artifact_manifest(key, &e.artifact).await {
+            None => match manifest {
                 Ok(m) => (Some(m.name), vec![], Some(m.dataset), None, None, m.classes.into_iter().map(|c| c.name).collect(), "custom"),
                 Err(err) => {
                     tracing::warn!(model = %key, error = %err, "manifest unreadable for /v1/models");

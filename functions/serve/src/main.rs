@@ -61,7 +61,18 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Each cause once (anyhow's own Debug output repeats embedded causes).
+            eprintln!("serve: error: {}", d2serve_registry::report::join_causes(e.chain()));
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("D2_LOG").unwrap_or_else(|_| "info".into()))
@@ -93,15 +104,22 @@ async fn main() -> Result<()> {
     };
     let state = AppState::new(cfg, cache.clone(), fetcher);
     let app = router(state);
-    tracing::info!(registry = %args.source.registry, default_model = %default_key, lambda = in_lambda, threads = args.source.session_options().intra_threads, "serve starting");
+    tracing::info!(registry = %args.source.registry, default_model = %default_key, lambda = in_lambda, threads = args.source.session_options().intra_threads, cache_dir = %args.source.cache_dir().display(), "serve starting");
 
     if in_lambda {
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
     if args.preload {
         let t = std::time::Instant::now();
-        cache.get(&default_key).await.with_context(|| format!("preloading {}", default_key))?;
+        let model = cache.get(&default_key).await.with_context(|| format!("preloading {}", default_key))?;
+        if model.manifest.is_sample() {
+            tracing::warn!(model = %default_key, name = %model.manifest.name, "the default model has RANDOM WEIGHTS (a sample): its detections show the pipeline works and mean nothing");
+        }
         tracing::info!(model = %default_key, seconds = t.elapsed().as_secs_f64(), "model preloaded");
+    } else if let Ok((_, m)) = cache.registry().current(&default_key).await {
+        if m.is_sample() {
+            tracing::warn!(model = %default_key, name = %m.name, "the default model has RANDOM WEIGHTS (a sample): its detections show the pipeline works and mean nothing");
+        }
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

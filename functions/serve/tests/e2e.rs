@@ -124,6 +124,37 @@ async fn native_api_coco_output_and_metrics() {
     assert!(metrics.contains("d2serve_model_loads_total 1") && metrics.contains("d2serve_model_cache_hits_total 1"), "{metrics}");
 }
 
+/// A catalog model published with random weights (the demo's sample) says
+/// so everywhere a client looks, and claims none of the real checkpoint's APs or URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_model_says_it_is_one() {
+    if !ort_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = d2serve_registry::Catalog::embedded().unwrap();
+    let entry = catalog.require(KEY).unwrap();
+    let art = tmp.path().join("sample");
+    let opts = d2serve_d2onnx::ConvertOptions { min_size: Some(320), max_size: Some(512), random_weights: true, ..Default::default() };
+    let m = d2serve_d2onnx::convert_checkpoint(entry, &catalog.classes(entry), &fixtures().join("r50_fpn/model.pkl"), &art, &opts).unwrap();
+    assert!(m.is_sample() && m.name.contains("random weights") && m.box_ap.is_none() && m.mask_ap.is_none(), "{m:?}");
+    let root = tmp.path().join("registry");
+    d2serve_registry::Registry::new(std::sync::Arc::new(d2serve_registry::store::LocalStore::new(&root))).publish(KEY, &art).await.unwrap();
+    let s = start_serve(tmp.path(), &format!("file://{}", root.display()), &[], &[]).await;
+    let c = reqwest::Client::new();
+
+    let models: Value = c.get(format!("{}/v1/models", s.base)).send().await.unwrap().json().await.unwrap();
+    let m = &models["models"][0];
+    assert_eq!((m["source"].as_str(), m["box_ap"].is_null(), m["mask_ap"].is_null()), (Some("sample"), true, true), "{m}");
+    assert!(m["name"].as_str().unwrap().contains("random weights"), "{m}");
+    let info: Value = c.post(format!("{}/get_session_info", s.base)).send().await.unwrap().json().await.unwrap();
+    assert!(info["model_display_name"].as_str().unwrap().contains("random weights"), "{info}");
+    assert!(info["checkpoint_url"].is_null(), "{info}");
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(log.contains("RANDOM WEIGHTS"), "the start-up log does not say it: {log}");
+    assert!(log.contains("cache_dir"), "the start-up log does not name the cache folder: {log}");
+}
+
 /// A local server (allowed by --allow-hosts) that serves a PNG at /ok.png and
 /// redirects /redirect to the cloud metadata address.
 fn image_and_redirect_server() -> u16 {
@@ -233,8 +264,34 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
         let r = c.post(format!("{}/inference_image", closed.base)).multipart(form).send().await.unwrap();
         assert_eq!(r.status().as_u16(), expect, "{name}: {:?}", r.text().await);
     }
+    // A header claiming 60000 x 60000 with nothing after it: 413 from the header alone.
+    let mut header_only = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    header_only.extend_from_slice(&60000u32.to_be_bytes());
+    header_only.extend_from_slice(&60000u32.to_be_bytes());
+    header_only.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    // A JPEG cut after 5,000 bytes: refused as truncated, as Pillow (and Detectron2) refuse it.
+    let jpeg = std::fs::read(fixtures().join("images/coffee.jpg")).unwrap();
+    for (name, bytes, expect, word) in [("header only", header_only, 413, "over the limit"), ("truncated jpeg", jpeg[..5000].to_vec(), 400, "truncated")] {
+        let form = reqwest::multipart::Form::new().part("files", reqwest::multipart::Part::bytes(bytes).file_name("x"));
+        let r = c.post(format!("{}/inference_image", closed.base)).multipart(form).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), expect, "{name}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].is_string() && body["detail"].as_str().unwrap().contains(word), "{name}: {body}");
+    }
+    // Not multipart, a wrong method, a bad query: the documented JSON error shape, not axum's plain text.
     let r = c.post(format!("{}/inference_image", closed.base)).body("x").send().await.unwrap();
-    assert!(r.status().is_client_error(), "non-multipart body");
+    assert_eq!(r.status().as_u16(), 400, "non-multipart body");
+    let body: Value = r.json().await.expect("a JSON error body");
+    assert!(body["error"].is_string() && body["detail"].as_str().unwrap().contains("multipart"), "{body}");
+    let r = c.get(format!("{}/inference_image", closed.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(r.headers().contains_key("allow"));
+    let body: Value = r.json().await.expect("a JSON error body");
+    assert_eq!(body["error"], "method_not_allowed", "{body}");
+    let r = c.post(format!("{}/v1/models/r50-fpn-3x/predict?conf=high", closed.base)).body("x").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.expect("a JSON error body");
+    assert!(body["detail"].is_string(), "{body}");
     let r = c.get(format!("{}/no/such/route", closed.base)).send().await.unwrap();
     assert_eq!(r.status(), 404);
 

@@ -29,7 +29,7 @@ pub fn convert_family(dir: &Path, family: &str, key: &str, name: &str) -> PathBu
     let catalog = Catalog::embedded().unwrap();
     let entry = catalog.require(key).unwrap();
     let out = dir.join(name);
-    let opts = d2serve_d2onnx::ConvertOptions { min_size: Some(320), max_size: Some(512), debug_outputs: false };
+    let opts = d2serve_d2onnx::ConvertOptions { min_size: Some(320), max_size: Some(512), ..Default::default() };
     d2serve_d2onnx::convert_checkpoint(entry, &catalog.classes(entry), &fixtures().join(family).join("model.pkl"), &out, &opts).unwrap();
     out
 }
