@@ -12,7 +12,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::Tensor;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
     #[error(
         "ONNX Runtime library not found (looked in {looked}); run scripts/install-ort.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so from the PyPI onnxruntime==1.31.1 wheel (onnxruntime/capi/)"
@@ -110,28 +110,21 @@ pub fn find_library() -> Result<PathBuf, RuntimeError> {
     Err(RuntimeError::LibraryNotFound { looked: looked.join(", ") })
 }
 
-static ENVIRONMENT: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<Result<(ort::environment::Environment, PathBuf), RuntimeError>> = OnceLock::new();
 
-/// The process-wide ONNX Runtime environment (loaded once).
+/// The process-wide ONNX Runtime environment (loaded once; a failure is
+/// kept and returned as it was, not re-wrapped on every call).
 pub fn environment() -> Result<&'static ort::environment::Environment, RuntimeError> {
     let result = ENVIRONMENT.get_or_init(|| {
-        let path = find_library().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
-        let env = builder
-            .with_name("d2serve")
-            .build()
-            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
+        let path = find_library()?;
+        let load = |detail: String| RuntimeError::LibraryLoad { path: path.display().to_string(), detail };
+        let builder = ort::init_from(&path).map_err(|e| load(e.to_string()))?;
+        let env = builder.with_name("d2serve").build().map_err(|e| load(format!("cannot start it: {e}")))?;
         Ok((env, path))
     });
     match result {
         Ok((env, _)) => Ok(env),
-        Err(e) if e.starts_with("ONNX Runtime library not found") => Err(RuntimeError::LibraryNotFound {
-            looked: e.clone(),
-        }),
-        Err(e) => Err(RuntimeError::LibraryLoad {
-            path: String::new(),
-            detail: e.clone(),
-        }),
+        Err(e) => Err(e.clone()),
     }
 }
 
