@@ -11,9 +11,12 @@ IMAGE=${1:-tests/fixtures/images/astronaut.png}
 OUT=out
 mkdir -p "$OUT"
 scripts/install-ort.sh
-cargo build --release --locked -p zoo -p d2serve-serve
-ZOO=target/release/zoo
-SERVE=target/release/serve
+# The test profile (Cargo.toml [profile.dev]: optimized, line tables only), so that
+# scripts/test.sh afterwards compiles only the tests: one build of the binaries for
+# both commands. It serves as fast as --release here (docs/BENCHMARKS.md, "Build").
+cargo build --locked -p zoo -p d2serve-serve
+ZOO=target/debug/zoo
+SERVE=target/debug/serve
 # Everything goes where zoo and serve look by default (artifacts/, registry/, the
 # user cache), so afterwards `zoo list`, `zoo predict IMAGE` and `serve` work with no flags.
 if $ZOO pull r50-fpn-3x --retries 1 --timeout 15 > "$OUT/pull.log" 2>&1; then
