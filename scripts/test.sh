@@ -9,6 +9,9 @@ scripts/setup-test-env.sh
 infra/lint.sh
 # A one-shot build gains nothing from incremental state; it only costs disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The README's first command: the demo end to end, and what it leaves usable with no
+# flags. Its build (zoo, serve) is the one the tests below reuse.
+scripts/check-demo.sh
 export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1
 # --nocapture: the parity tests print their measured worst cases.
 cargo test --workspace --locked --no-fail-fast -- --nocapture
