@@ -49,6 +49,15 @@ fn a_nested_error_says_each_thing_once() {
     );
 }
 
+/// One default confidence everywhere: zoo predict's is serve's and batch's (the Supervisely app's 0.45).
+#[test]
+fn predict_defaults_to_the_shared_confidence() {
+    let out = zoo(&["predict", "--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains(&format!("[default: {}]", d2serve_engine::pipeline::DEFAULT_CONF_THRES)), "{help}");
+    assert_eq!(d2serve_engine::pipeline::DEFAULT_CONF_THRES, 0.45);
+}
+
 #[test]
 fn usage_errors_exit_1_and_say_what_to_do() {
     let out = zoo(&["pull"], &[]);

@@ -31,7 +31,6 @@ use crate::metrics::Metrics;
 
 /// Default object confidence threshold of the Supervisely settings (the Python app's YAML).
 pub use d2serve_engine::pipeline::DEFAULT_CONF_THRES;
-const SETTINGS_YAML: &str = "# object confidence threshold (for debug 0.001)\nconf_thres: 0.45\n";
 const APP_NAME: &str = "Serve Detectron2";
 const MAX_BATCH: usize = 16;
 
@@ -431,7 +430,8 @@ async fn model_meta(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Res
 }
 
 async fn custom_settings() -> Json<Value> {
-    Json(json!({"settings": SETTINGS_YAML}))
+    // The Supervisely app's custom_settings.yaml, with the one default of zoo predict, serve and batch.
+    Json(json!({"settings": format!("# object confidence threshold (for debug 0.001)\nconf_thres: {DEFAULT_CONF_THRES}\n")}))
 }
 
 async fn inference_image_url(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
