@@ -260,6 +260,13 @@ impl<'a> Keys<'a> {
             .map(|v| v.as_f64().map(|f| f as f32).ok_or_else(|| self.bad(key, "a list of numbers")))
             .collect()
     }
+    fn f32_lists(&self, key: &str) -> Result<Vec<Vec<f32>>, ConfigError> {
+        self.list(key)?
+            .iter()
+            .map(|l| l.as_list().and_then(|l| l.iter().map(|x| x.as_f64().map(|f| f as f32)).collect::<Option<Vec<_>>>()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| self.bad(key, "a list of lists of numbers"))
+    }
     fn f32x3(&self, key: &str) -> Result<[f32; 3], ConfigError> {
         let v = self.f32s(key)?;
         <[f32; 3]>::try_from(v.as_slice()).map_err(|_| self.bad(key, "three numbers (one per channel)"))
@@ -444,12 +451,7 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
     if rpn_in != want_rpn_in {
         return Err(k.refuse("MODEL.RPN.IN_FEATURES", format!("this architecture's RPN runs on {want_rpn_in:?}")));
     }
-    let sizes: Vec<Vec<f32>> = k
-        .list("MODEL.ANCHOR_GENERATOR.SIZES")?
-        .iter()
-        .map(|l| l.as_list().and_then(|l| l.iter().map(|x| x.as_f64().map(|f| f as f32)).collect::<Option<Vec<_>>>()))
-        .collect::<Option<_>>()
-        .ok_or_else(|| k.bad("MODEL.ANCHOR_GENERATOR.SIZES", "a list of lists of numbers"))?;
+    let sizes: Vec<Vec<f32>> = k.f32_lists("MODEL.ANCHOR_GENERATOR.SIZES")?;
     // Detectron2 broadcasts a single list to every feature map (_broadcast_params).
     let anchor_sizes = match sizes.len() {
         n if n == rpn_in.len() => sizes,
@@ -461,12 +463,7 @@ pub fn spec_from_yacs(cfg: &CfgValue) -> Result<ReadConfig, ConfigError> {
             });
         }
     };
-    let ratios: Vec<Vec<f32>> = k
-        .list("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS")?
-        .iter()
-        .map(|l| l.as_list().and_then(|l| l.iter().map(|x| x.as_f64().map(|f| f as f32)).collect::<Option<Vec<_>>>()))
-        .collect::<Option<_>>()
-        .ok_or_else(|| k.bad("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "a list of lists of numbers"))?;
+    let ratios: Vec<Vec<f32>> = k.f32_lists("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS")?;
     let aspect_ratios = match ratios.as_slice() {
         [one] => one.clone(),
         [first, rest @ ..] if rest.iter().all(|r| r == first) => first.clone(),
