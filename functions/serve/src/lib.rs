@@ -77,7 +77,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.cfg.max_body_bytes;
     let health = |v: Value| move || async move { Json(v) };
     let running = json!({"running": true, "mode": "production"});
-    let ready = json!({"status": "ready"});
     Router::new()
         .route("/get_session_info", post(session_info).get(session_info))
         .route("/get_output_classes_and_tags", post(model_meta).get(model_meta))
@@ -91,8 +90,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/is_alive", get(health(running.clone())).post(health(running.clone())))
         .route("/is_running", get(health(running.clone())).post(health(running.clone())))
         .route("/livez", get(health(running.clone())).post(health(running)))
-        .route("/is_ready", get(health(ready.clone())).post(health(ready.clone())))
-        .route("/readyz", get(health(ready.clone())).post(health(ready)))
+        .route("/is_ready", get(readiness).post(readiness))
+        .route("/readyz", get(readiness).post(readiness))
         .route(
             "/is_deployed",
             get(health(json!({"deployed": true, "description:": "Model is ready to receive requests"})))
@@ -107,6 +106,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README (Supervisely API and /v1/models)") })
         .with_state(state)
+}
+
+/// Ready = the default model can be answered now: it is loaded, or it is
+/// published in a registry that answers. Otherwise 503 with the reason (and
+/// `Retry-After`), in the shape Supervisely's own apps give while not deployed
+/// (`ModelAPI.is_deployed` reads `status`; `livez`/`is_alive` only say the
+/// process serves HTTP).
+async fn readiness(State(st): S) -> Response {
+    let ready = || Json(json!({"status": "ready"})).into_response();
+    let not_ready = |reason: String| {
+        let body = json!({
+            "status": "not ready",
+            "error": "not_ready",
+            "detail": format!("Service not ready: {reason}"),
+            "success": false,
+            "message": "Service not ready",
+        });
+        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        resp
+    };
+    let key = match resolve_model(&st, None) {
+        Ok(key) => key,
+        Err(e) => return not_ready(e.detail),
+    };
+    if st.cache.loaded_keys().iter().any(|k| *k == key) {
+        return ready();
+    }
+    let registry = st.cache.registry();
+    match registry.index().await {
+        Ok(index) if index.models.contains_key(&key) => ready(),
+        Ok(_) => not_ready(format!("the default model `{key}` is not published in the registry {}", registry.location())),
+        Err(e) => not_ready(format!("the registry {} cannot be read: {e}", registry.location())),
+    }
 }
 
 /// Every error answer in the documented shape `{"error", "detail"}`: the

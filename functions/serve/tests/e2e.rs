@@ -124,6 +124,34 @@ async fn native_api_coco_output_and_metrics() {
     assert!(metrics.contains("d2serve_model_loads_total 1") && metrics.contains("d2serve_model_cache_hits_total 1"), "{metrics}");
 }
 
+/// Readiness tells: 503 with the reason while the default model is not
+/// published, ready once it is; liveness only says the process serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_whether_the_default_model_can_be_answered() {
+    if !ort_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("registry");
+    std::fs::create_dir_all(&root).unwrap();
+    let s = start_serve(tmp.path(), &format!("file://{}", root.display()), &[], &[]).await;
+    let c = reqwest::Client::new();
+    for (method, path) in [("GET", "/readyz"), ("POST", "/is_ready"), ("GET", "/is_ready")] {
+        let r = c.request(method.parse().unwrap(), format!("{}{path}", s.base)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 503, "{method} {path}");
+        assert_eq!(r.headers()["retry-after"], "5");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["status"] != "ready" && body["detail"].as_str().unwrap().contains("not published"), "{body}");
+    }
+    assert_eq!(c.get(format!("{}/livez", s.base)).send().await.unwrap().status(), 200);
+
+    let art = convert_fixture(tmp.path());
+    d2serve_registry::Registry::new(std::sync::Arc::new(d2serve_registry::store::LocalStore::new(&root))).publish(KEY, &art).await.unwrap();
+    let r = c.post(format!("{}/is_ready", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ready"}));
+}
+
 /// A catalog model published with random weights (the demo's sample) says
 /// so everywhere a client looks, and claims none of the real checkpoint's APs or URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
