@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use d2serve_d2onnx::ConvertOptions;
 use d2serve_d2onnx::import::{ImportRequest, import_checkpoint};
-use d2serve_registry::manifest::MODEL_FILE;
+use d2serve_registry::manifest::{MANIFEST_FILE, MODEL_FILE};
 use serde_json::json;
 
 use crate::Global;
@@ -94,7 +94,7 @@ pub async fn run(g: &Global, args: &ImportArgs) -> Result<()> {
         out.join(MODEL_FILE).display(),
         m.artifact.size,
         m.artifact.sha256,
-        out.join("manifest.json").display()
+        out.join(MANIFEST_FILE).display()
     );
     if let Some(p) = published {
         println!("  published: artifact {} is now current for `{}`", p.artifact, p.key);

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use d2serve_registry::download;
-use d2serve_registry::manifest::MODEL_FILE;
+use d2serve_registry::manifest::{MANIFEST_FILE, MODEL_FILE};
 use d2serve_registry::Catalog;
 use serde_json::json;
 
@@ -22,12 +22,16 @@ pub(crate) async fn list(g: &Global, as_json: bool, registry: &str) -> Result<()
         .map(|m| {
             let converted = g.artifact_dir(m).join(MODEL_FILE).is_file();
             // A local artifact with random weights (the demo's sample, --synth) is
-            // shown as what it is: the real checkpoint's name and APs are not its.
-            let sample = converted
-                && d2serve_registry::Manifest::read(&g.artifact_dir(m).join("manifest.json")).is_ok_and(|a| a.is_sample());
+            // shown as what it is, by its manifest's name: the real checkpoint's name and APs are not its.
+            let sample_name = converted
+                .then(|| d2serve_registry::Manifest::read(&g.artifact_dir(m).join(MANIFEST_FILE)).ok())
+                .flatten()
+                .filter(|a| a.is_sample())
+                .map(|a| a.name);
+            let sample = sample_name.is_some();
             json!({
                 "key": m.key,
-                "name": if sample { format!("{} (sample: random weights)", m.name) } else { m.name.clone() },
+                "name": sample_name.unwrap_or_else(|| m.name.clone()),
                 "aliases": m.aliases,
                 "model_id": m.model_id,
                 "dataset": m.dataset,
@@ -78,8 +82,8 @@ pub(crate) async fn list(g: &Global, as_json: bool, registry: &str) -> Result<()
 }
 
 /// Models of one's own (`zoo import`): converted folders under ARTIFACTS
-/// whose manifest says `source.kind = custom`, and registry entries that are
-/// not catalog models.
+/// whose manifest names a key the catalog does not have, and registry
+/// entries that are not catalog models.
 pub(crate) fn imported_rows(g: &Global, catalog: &Catalog, index: Option<&d2serve_registry::Index>) -> Vec<serde_json::Value> {
     let mut found: std::collections::BTreeMap<String, Option<d2serve_registry::Manifest>> = Default::default();
     // Keys may hold `/`: look two levels deep.
@@ -92,7 +96,7 @@ pub(crate) fn imported_rows(g: &Global, catalog: &Catalog, index: Option<&d2serv
                 if !p.is_dir() {
                     continue;
                 }
-                match d2serve_registry::Manifest::read(&p.join("manifest.json")) {
+                match d2serve_registry::Manifest::read(&p.join(MANIFEST_FILE)) {
                     Ok(m) if catalog.get(&m.key).is_none() => {
                         found.insert(m.key.clone(), Some(m));
                     }

@@ -384,7 +384,7 @@ impl Global {
             return Ok(entry.key.clone());
         }
         let dir = artifact.map_or_else(|| self.artifacts.join(name), Path::to_path_buf);
-        match d2serve_registry::Manifest::read(&dir.join("manifest.json")) {
+        match d2serve_registry::Manifest::read(&dir.join(d2serve_registry::manifest::MANIFEST_FILE)) {
             Ok(m) if m.key == name => Ok(m.key),
             Ok(m) => bail!("{} holds model `{}`, not `{name}`", dir.display(), m.key),
             Err(_) => Err(anyhow::Error::new(catalog.require(name).unwrap_err()).context(format!(

@@ -84,7 +84,7 @@ pub(crate) fn draw(g: &Global, image: &Path, annotation: &Path, out: &Path, mode
         Some(entry) => catalog.classes(entry).classes,
         None => {
             let key = g.model_key(&catalog, model, None)?;
-            d2serve_registry::Manifest::read(&g.artifacts.join(&key).join("manifest.json"))?.classes
+            d2serve_registry::Manifest::read(&g.artifacts.join(&key).join(d2serve_registry::manifest::MANIFEST_FILE))?.classes
         }
     };
     let mut img = read_image(image)?;

@@ -88,8 +88,7 @@ pub(crate) async fn registry_command(g: &Global, cmd: &RegistryCommand) -> Resul
             registry,
         } => {
             let catalog = g.catalog()?;
-            // A catalog name, or the key of an imported model as the registry knows it.
-            let key = catalog.get(model).map_or_else(|| model.clone(), |e| e.key.clone());
+            let key = catalog.registry_key(model);
             let r = g.registry(registry).await?;
             r.set_current(&key, artifact).await?;
             println!("{key}: current artifact is now {artifact} in {}", r.location());

@@ -135,12 +135,24 @@ pub struct ReadConfig {
 /// for beside its checkpoint: Detectron2's `cfg.dump()`, then Supervisely's.
 pub const CONFIG_NAMES: [&str; 3] = ["config.yaml", "model_config.yaml", "model_config.json"];
 
+/// The folder a checkpoint lies in (`.` for a bare file name).
+pub(crate) fn checkpoint_dir(checkpoint: &Path) -> &Path {
+    match checkpoint.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// The config beside `checkpoint`, if one of [`CONFIG_NAMES`] is there.
 pub fn find_config(checkpoint: &Path) -> Option<PathBuf> {
-    let dir = checkpoint.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = checkpoint_dir(checkpoint);
     CONFIG_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
+
+/// What to bring instead of a LazyConfig file, which only Python can evaluate.
+const LAZYCONFIG_ADVICE: &str = "use the run's yacs config (`cfg.dump()`), or a Supervisely-style model_config.json \
+     naming the zoo model you fine-tuned and what you changed, e.g. \
+     {\"model_id\": 42047764, \"model\": {\"roi_heads\": {\"num_classes\": 3}}} (ids: `zoo list`)";
 
 /// Read a config file of any supported form into a model description.
 pub fn read_config(path: &Path, catalog: &Catalog) -> Result<ReadConfig, ConfigError> {
@@ -154,9 +166,7 @@ pub fn read_config(path: &Path, catalog: &Catalog) -> Result<ReadConfig, ConfigE
     }
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("py")) {
         return Err(ConfigError::Other(format!(
-            "{}: a LazyConfig .py file cannot be read without running Python; use the run's yacs config \
-             (`cfg.dump()`), or a Supervisely-style model_config.json naming the zoo model you fine-tuned and what \
-             you changed, e.g. {{\"model_id\": 42047764, \"model\": {{\"roi_heads\": {{\"num_classes\": 3}}}}}} (ids: `zoo list`)",
+            "{}: a LazyConfig .py file cannot be read without running Python; {LAZYCONFIG_ADVICE}",
             path.display()
         )));
     }
@@ -164,9 +174,7 @@ pub fn read_config(path: &Path, catalog: &Catalog) -> Result<ReadConfig, ConfigE
     let lazy = || {
         ConfigError::Other(format!(
             "{}: this is a LazyConfig YAML (LazyConfig.save: `_target_` entries under a lower-case `model:` tree), \
-             which only Python can evaluate. Read instead: the run's yacs config (`cfg.dump()`), or a Supervisely-style \
-             model_config.json naming the zoo model you fine-tuned and what you changed, e.g. \
-             {{\"model_id\": 42047764, \"model\": {{\"roi_heads\": {{\"num_classes\": 3}}}}}} (ids: `zoo list`)",
+             which only Python can evaluate; {LAZYCONFIG_ADVICE}",
             path.display()
         ))
     };

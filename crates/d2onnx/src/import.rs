@@ -88,10 +88,7 @@ pub fn check_model_name(name: &str, catalog: &Catalog) -> Result<(), ImportError
 
 /// Class files looked for beside the checkpoint, then in Supervisely's layout.
 pub fn find_classes(checkpoint: &Path) -> Option<PathBuf> {
-    let dir = match checkpoint.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = crate::config::checkpoint_dir(checkpoint);
     let beside = ["model_classes.json", "classes.json", "classes.txt"].into_iter().map(|n| dir.join(n));
     let supervisely = dir.parent().map(|run| run.join("info").join("model_classes.json"));
     beside.chain(supervisely).find(|p| p.is_file())

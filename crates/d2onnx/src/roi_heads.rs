@@ -140,7 +140,7 @@ pub fn box_predictor<'a>(
     let expected_d = if agnostic { 4 } else { 4 * num_classes };
     if k1 != num_classes + 1 || d != expected_d {
         return Err(ConvertError::Mismatch(format!(
-            "{prefix}: the checkpoint predicts {} classes (+ background) and {d} box deltas; the catalog has {num_classes} classes ({} regression)",
+            "{prefix}: the checkpoint predicts {} classes (+ background) and {d} box deltas; the model description (catalog or config) has {num_classes} classes ({} regression)",
             k1.saturating_sub(1),
             if agnostic { "class-agnostic" } else { "class-specific" }
         )));

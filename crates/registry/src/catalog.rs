@@ -216,6 +216,13 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The registry key `name` stands for: a catalog key or alias gives its
+    /// key; any other name is taken as the key of a model of one's own
+    /// (`zoo import`), which only the registry knows.
+    pub fn registry_key(&self, name: &str) -> String {
+        self.get(name).map_or_else(|| name.to_string(), |e| e.key.clone())
+    }
+
     /// Find a model by key or alias.
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.models

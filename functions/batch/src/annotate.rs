@@ -31,8 +31,7 @@ pub struct EngineAnnotator {
 impl EngineAnnotator {
     /// Resolve `model` (catalog or registry), load it through the cache, check the settings against its classes.
     pub async fn load(cache: &ModelCache, catalog: &Catalog, model: &str, spec: &SettingsSpec, max_pixels: u64) -> Result<Self, BatchError> {
-        // A catalog key or alias, else the registry key of a model of one's own (`zoo import`).
-        let key = catalog.get(model).map_or_else(|| model.to_string(), |e| e.key.clone());
+        let key = catalog.registry_key(model);
         let loaded = cache.get(&key).await.map_err(|e| match e {
             LoadError::NotPublished(_) if catalog.get(model).is_none() => BatchError::UnknownModel(format!(
                 "no model `{model}`: it is neither a catalog model (`zoo list`) nor published in the registry ({}); \

@@ -131,8 +131,7 @@ async fn run(in_lambda: bool) -> Result<ExitCode> {
     let req = if in_lambda { None } else { Some(cli_request(&args)?) };
     let needs_s3 = req.as_ref().is_none_or(|r| r.input.is_s3() || r.output.is_s3());
     let catalog = Catalog::embedded()?;
-    // A catalog key or alias, else the registry key of an imported model.
-    let default_model = catalog.get(&args.model).map_or_else(|| args.model.clone(), |e| e.key.clone());
+    let default_model = catalog.registry_key(&args.model);
     // One job, one model: keep a single session.
     let limits = CacheLimits { max_models: 1, max_bytes: u64::MAX };
     let cache = Arc::new(args.source.model_cache(limits).await.context("opening the registry")?);

@@ -204,13 +204,10 @@ async fn observe(State(st): S, req: Request, next: Next) -> Response {
 /// knows; an unpublished one is refused when it is loaded ([`load_model`]).
 fn resolve_model(st: &AppState, requested: Option<&str>) -> Result<String, ApiError> {
     let name = requested.filter(|s| !s.is_empty()).unwrap_or(&st.cfg.default_model);
-    if let Some(entry) = st.cfg.catalog.get(name) {
-        return Ok(entry.key.clone());
-    }
-    if name.len() > 256 || name.chars().any(|c| c.is_control() || c == '\\') {
+    if st.cfg.catalog.get(name).is_none() && (name.len() > 256 || name.chars().any(|c| c.is_control() || c == '\\')) {
         return Err(unknown_model(name));
     }
-    Ok(name.to_string())
+    Ok(st.cfg.catalog.registry_key(name))
 }
 
 fn unknown_model(name: &str) -> ApiError {
@@ -376,23 +373,23 @@ fn respond(key: &str, body: Value, timings: &[(&'static str, f64)], encode_start
 async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
     let key = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
-    let (display_name, checkpoint, checkpoint_url, dataset, num_classes) = match st.cfg.catalog.get(&key) {
-        // A catalog architecture published with random weights (the demo's sample, --synth):
-        // its manifest says so, and the real checkpoint's name and URL are not its.
-        Some(entry) if published_manifest(&st, &key).await.is_some_and(|m| m.is_sample()) => (
-            format!("{} (sample: random weights)", entry.name),
-            "random weights".to_string(),
-            Value::Null,
-            st.cfg.catalog.datasets[&entry.dataset].title.clone(),
-            st.cfg.catalog.classes(entry).len(),
-        ),
-        Some(entry) => (
-            entry.name.clone(),
-            entry.key.rsplit('/').next().unwrap_or(&entry.key).to_string(),
-            Value::from(entry.url.clone()),
-            st.cfg.catalog.datasets[&entry.dataset].title.clone(),
-            st.cfg.catalog.classes(entry).len(),
-        ),
+    let (display_name, checkpoint, checkpoint_url, dataset, classes_count) = match st.cfg.catalog.get(&key) {
+        Some(entry) => {
+            let dataset = st.cfg.catalog.datasets[&entry.dataset].title.clone();
+            let classes = st.cfg.catalog.classes(entry).len();
+            match published_manifest(&st, &key).await.filter(|m| m.is_sample()) {
+                // A catalog architecture published with random weights (the demo's sample, --synth):
+                // its manifest's name says so, and the real checkpoint's name and URL are not its.
+                Some(m) => (m.name, "random weights".to_string(), Value::Null, dataset, classes),
+                None => (
+                    entry.name.clone(),
+                    entry.key.rsplit('/').next().unwrap_or(&entry.key).to_string(),
+                    Value::from(entry.url.clone()),
+                    dataset,
+                    classes,
+                ),
+            }
+        }
         // A model of one's own: what its manifest records. Supervisely's
         // app reports "custom" as the dataset of such a model.
         None => {
@@ -400,7 +397,6 @@ async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<J
             (m.name.clone(), m.source.file.clone(), Value::Null, "custom".to_string(), m.classes.len())
         }
     };
-    let classes_count = num_classes;
     Ok(Json(json!({
         "app_name": APP_NAME,
         "session_id": null,
@@ -636,27 +632,15 @@ async fn list_models(State(st): S) -> Result<Json<Value>, ApiError> {
     let mut models: Vec<Value> = Vec::with_capacity(index.models.len());
     for (key, e) in &index.models {
         let manifest = st.cache.registry().artifact_manifest(key, &e.artifact).await;
-        let sample = manifest.as_ref().is_ok_and(|m| m.is_sample());
         let (name, aliases, dataset, box_ap, mask_ap, classes, source) = match st.cfg.catalog.get(key) {
-            // Random weights in a catalog architecture: no claim of the real checkpoint's APs.
-            Some(m) if sample => (
-                Some(format!("{} (sample: random weights)", m.name)),
-                m.aliases.clone(),
-                Some(m.dataset.clone()),
-                None,
-                None,
-                st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect::<Vec<_>>(),
-                "sample",
-            ),
-            Some(m) => (
-                Some(m.name.clone()),
-                m.aliases.clone(),
-                Some(m.dataset.clone()),
-                m.box_ap,
-                Some(m.mask_ap),
-                st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect::<Vec<_>>(),
-                "zoo",
-            ),
+            Some(m) => {
+                let classes = st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect::<Vec<_>>();
+                match manifest.ok().filter(|a| a.is_sample()) {
+                    // Random weights in a catalog architecture: its manifest's name, no claim of the real APs.
+                    Some(a) => (Some(a.name), m.aliases.clone(), Some(m.dataset.clone()), None, None, classes, "sample"),
+                    None => (Some(m.name.clone()), m.aliases.clone(), Some(m.dataset.clone()), m.box_ap, Some(m.mask_ap), classes, "zoo"),
+                }
+            }
             // A model of one's own: its manifest has its name and classes.
             None => match manifest {
                 Ok(m) => (Some(m.name), vec![], Some(m.dataset), None, None, m.classes.into_iter().map(|c| c.name).collect(), "custom"),

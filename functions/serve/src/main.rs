@@ -82,8 +82,7 @@ async fn run() -> Result<()> {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
 
     let catalog = Catalog::embedded()?;
-    // A catalog key or alias, else the key of a model of one's own (`zoo import`) in the registry.
-    let default_key = catalog.get(&args.default_model).map_or_else(|| args.default_model.clone(), |e| e.key.clone());
+    let default_key = catalog.registry_key(&args.default_model);
     let allow = if args.allow_hosts.trim().is_empty() {
         AllowList::default()
     } else {
@@ -109,17 +108,17 @@ async fn run() -> Result<()> {
     if in_lambda {
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
-    if args.preload {
+    // The default model's manifest: the preloaded one, else the registry's (for the log only).
+    let default_manifest = if args.preload {
         let t = std::time::Instant::now();
         let model = cache.get(&default_key).await.with_context(|| format!("preloading {}", default_key))?;
-        if model.manifest.is_sample() {
-            tracing::warn!(model = %default_key, name = %model.manifest.name, "the default model has RANDOM WEIGHTS (a sample): its detections show the pipeline works and mean nothing");
-        }
         tracing::info!(model = %default_key, seconds = t.elapsed().as_secs_f64(), "model preloaded");
-    } else if let Ok((_, m)) = cache.registry().current(&default_key).await {
-        if m.is_sample() {
-            tracing::warn!(model = %default_key, name = %m.name, "the default model has RANDOM WEIGHTS (a sample): its detections show the pipeline works and mean nothing");
-        }
+        Some(model.manifest.clone())
+    } else {
+        cache.registry().current(&default_key).await.ok().map(|(_, m)| m)
+    };
+    if let Some(m) = default_manifest.filter(|m| m.is_sample()) {
+        tracing::warn!(model = %default_key, name = %m.name, "the default model has RANDOM WEIGHTS (a sample): its detections show the pipeline works and mean nothing");
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
