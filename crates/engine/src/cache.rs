@@ -2,26 +2,45 @@
 //! folder (Lambda: /tmp), hash-checked before loading, ONNX Runtime sessions
 //! kept in an LRU bounded by count and bytes. Concurrent first requests for one
 //! model share one load.
+//!
+//! The registry's index is read at most once per `index_ttl` (a roll-forward
+//! with `zoo registry set` reaches a running process within that time; a model
+//! the index does not name yet is looked up again at once, so a new publish is
+//! seen immediately). Each read index is also written into the cache folder.
+//! When the registry cannot be read, the last index read (in memory, else from
+//! the cache folder) and the verified artifacts in the cache folder keep the
+//! process serving; [`ModelCache::index_status`] says so, for warnings and
+//! metrics. With nothing cached, that is [`LoadError::Unavailable`]: a
+//! transient fault, not "not published".
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
-use d2serve_registry::hashing::sha256_file;
-use d2serve_registry::manifest::{MODEL_FILE, Manifest};
-use d2serve_registry::{Registry, RegistryError};
+use d2serve_registry::hashing::{sha256_bytes, sha256_file};
+use d2serve_registry::manifest::{MANIFEST_FILE, MODEL_FILE, Manifest};
+use d2serve_registry::{Index, Registry, RegistryError};
 
 use crate::pipeline::LoadedModel;
 use crate::runtime::{Model, RuntimeError, SessionOptions};
+
+/// How often a key the cached index does not name sends us back to the registry.
+const MISSING_KEY_RECHECK: Duration = Duration::from_secs(1);
+/// Default `index_ttl`.
+pub const DEFAULT_INDEX_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("model `{0}` is not published in the registry; `GET /v1/models` lists what is")]
     NotPublished(String),
-    #[error("the registry cannot be read: {0}")]
+    /// The registry cannot be read now and nothing usable is cached: retry later.
+    #[error("the registry is unreachable and no usable copy is cached: {0}")]
+    Unavailable(String),
+    /// The registry answered, but with something broken (a corrupt index or manifest).
+    #[error("the registry is broken: {0}")]
     Registry(String),
-    #[error("the cached artifact of `{key}` is corrupt ({detail}); it was removed, retry")]
+    #[error("the registry's artifact of `{key}` is corrupt ({detail}); publish it again")]
     Corrupt { key: String, detail: String },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -48,11 +67,42 @@ struct Entry {
     last_used: Instant,
 }
 
+/// Where the index in use came from.
+#[derive(Debug, Clone, Default)]
+pub struct IndexStatus {
+    /// Why the registry could not be read at the last attempt; None when it answered.
+    pub unreachable: Option<String>,
+    /// When the index in use was read from the registry (a cached copy keeps its time).
+    pub read_at: Option<SystemTime>,
+}
+
+impl IndexStatus {
+    /// Serving from a cached index because the registry cannot be read.
+    pub fn is_stale(&self) -> bool {
+        self.unreachable.is_some()
+    }
+
+    /// Seconds since the index in use was read from the registry.
+    pub fn age_s(&self) -> Option<f64> {
+        self.read_at.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs_f64())
+    }
+}
+
+#[derive(Default)]
+struct IndexState {
+    index: Option<Arc<Index>>,
+    checked_at: Option<Instant>,
+}
+
 pub struct ModelCache {
     registry: Registry,
     dir: PathBuf,
     session: SessionOptions,
     limits: CacheLimits,
+    index_ttl: Duration,
+    index: tokio::sync::Mutex<IndexState>,
+    status: Mutex<IndexStatus>,
+    manifests: Mutex<HashMap<(String, String), Manifest>>,
     loaded: Mutex<HashMap<String, Entry>>,
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub stats: Mutex<CacheStats>,
@@ -63,7 +113,13 @@ pub struct CacheStats {
     pub hits: u64,
     pub loads: u64,
     pub evictions: u64,
+    /// Cached artifacts whose bytes did not hash to their name: deleted and fetched again.
+    pub corrupt_refetches: u64,
     pub last_load: Option<LoadTimings>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ModelCache {
@@ -73,76 +129,206 @@ impl ModelCache {
             dir,
             session,
             limits,
+            index_ttl: DEFAULT_INDEX_TTL,
+            index: tokio::sync::Mutex::new(IndexState::default()),
+            status: Mutex::new(IndexStatus::default()),
+            manifests: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             stats: Mutex::new(CacheStats::default()),
         }
     }
 
+    /// How long an index read stays in use before the registry is asked again.
+    pub fn with_index_ttl(mut self, ttl: Duration) -> Self {
+        self.index_ttl = ttl;
+        self
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    fn lookup(&self, key: &str) -> Option<Arc<LoadedModel>> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        loaded.get_mut(key).map(|e| {
+    pub fn index_status(&self) -> IndexStatus {
+        lock(&self.status).clone()
+    }
+
+    /// The registry's index: the one in use while younger than the TTL, else
+    /// read again; when the registry cannot be read, the last one read.
+    pub async fn index(&self) -> Result<Arc<Index>, LoadError> {
+        self.index_for(None).await
+    }
+
+    async fn index_for(&self, wanted: Option<&str>) -> Result<Arc<Index>, LoadError> {
+        let mut state = self.index.lock().await;
+        if let (Some(index), Some(at)) = (&state.index, state.checked_at) {
+            let missing = wanted.is_some_and(|k| !index.models.contains_key(k)) && at.elapsed() >= MISSING_KEY_RECHECK;
+            if at.elapsed() < self.index_ttl && !missing {
+                return Ok(index.clone());
+            }
+        }
+        state.checked_at = Some(Instant::now());
+        match self.registry.index().await {
+            Ok(index) => {
+                let index = Arc::new(index);
+                if state.index.as_deref() != Some(&*index) {
+                    self.persist_index(&index);
+                }
+                state.index = Some(index.clone());
+                let mut status = lock(&self.status);
+                if status.unreachable.is_some() {
+                    tracing::info!(registry = %self.registry.location(), "the registry answers again");
+                }
+                *status = IndexStatus { unreachable: None, read_at: Some(SystemTime::now()) };
+                Ok(index)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if state.index.is_none() {
+                    if let Some((index, read_at)) = self.read_persisted_index() {
+                        state.index = Some(Arc::new(index));
+                        lock(&self.status).read_at = Some(read_at);
+                    }
+                }
+                let mut status = lock(&self.status);
+                if status.unreachable.is_none() {
+                    tracing::warn!(registry = %self.registry.location(), error = %reason, cached_index = state.index.is_some(), "the registry cannot be read; serving from the cache folder where possible");
+                }
+                status.unreachable = Some(reason.clone());
+                state.index.clone().ok_or(LoadError::Unavailable(reason))
+            }
+        }
+    }
+
+    /// The file keeping the last index read from this registry.
+    fn persisted_index_path(&self) -> PathBuf {
+        let id = sha256_bytes(self.registry.location().as_bytes());
+        self.dir.join(".index").join(format!("{}.json", &id[..16]))
+    }
+
+    fn persist_index(&self, index: &Index) {
+        let path = self.persisted_index_path();
+        let body = serde_json::to_vec_pretty(index).expect("index serializes");
+        if let Err(e) = d2serve_registry::atomic::write(&path, &body) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep a copy of the registry index in the cache folder");
+        }
+    }
+
+    fn read_persisted_index(&self) -> Option<(Index, SystemTime)> {
+        let path = self.persisted_index_path();
+        let bytes = std::fs::read(&path).ok()?;
+        let read_at = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+        serde_json::from_slice(&bytes).ok().map(|i| (i, read_at))
+    }
+
+    /// What a registry error means for a reader: a store that cannot be
+    /// reached is transient; anything it answered wrongly is broken.
+    fn registry_error(&self, key: &str, e: RegistryError) -> LoadError {
+        match e {
+            RegistryError::NotPublished { .. } => LoadError::NotPublished(key.to_string()),
+            RegistryError::Store(_) | RegistryError::Io { .. } | RegistryError::Contention(_) => LoadError::Unavailable(e.to_string()),
+            other => LoadError::Registry(other.to_string()),
+        }
+    }
+
+    /// The manifest of stored artifact `artifact` of `key`: from memory, the
+    /// cache folder, or the registry (then kept in both). Artifacts are
+    /// immutable, so a manifest read once stays true.
+    pub async fn manifest(&self, key: &str, artifact: &str) -> Result<Manifest, LoadError> {
+        let id = (key.to_string(), artifact.to_string());
+        if let Some(m) = lock(&self.manifests).get(&id) {
+            return Ok(m.clone());
+        }
+        let local = self.dir.join(key).join(artifact).join(MANIFEST_FILE);
+        let manifest = match Manifest::read(&local).ok().filter(|m| m.key == key && m.artifact.sha256 == artifact) {
+            Some(m) => m,
+            None => {
+                let m = self.registry.artifact_manifest(key, artifact).await.map_err(|e| self.registry_error(key, e))?;
+                if let Err(e) = d2serve_registry::atomic::write(&local, m.to_json().as_bytes()) {
+                    tracing::warn!(path = %local.display(), error = %e, "cannot keep the manifest in the cache folder");
+                }
+                m
+            }
+        };
+        lock(&self.manifests).insert(id, manifest.clone());
+        Ok(manifest)
+    }
+
+    fn lookup(&self, key: &str, artifact: &str) -> Option<Arc<LoadedModel>> {
+        let mut loaded = lock(&self.loaded);
+        loaded.get_mut(key).filter(|e| e.model.manifest.artifact.sha256 == artifact).map(|e| {
             e.last_used = Instant::now();
             e.model.clone()
         })
     }
 
-    /// The loaded model of `key`, loading it (once, whoever asks first) if needed.
+    /// The loaded model of `key`'s current artifact, loading it (once, whoever
+    /// asks first) if needed. After a roll-forward the new artifact replaces
+    /// the old one here; requests holding the old one finish on it.
     pub async fn get(&self, key: &str) -> Result<Arc<LoadedModel>, LoadError> {
-        if let Some(m) = self.lookup(key) {
-            self.stats.lock().unwrap_or_else(|p| p.into_inner()).hits += 1;
-            return Ok(m);
-        }
-        let gate = {
-            let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-            loading.entry(key.to_string()).or_default().clone()
+        let index = self.index_for(Some(key)).await?;
+        let Some(entry) = index.models.get(key) else {
+            return Err(match self.index_status().unreachable {
+                Some(reason) => LoadError::Unavailable(format!("`{key}` is not in the last index read, and {reason}")),
+                None => LoadError::NotPublished(key.to_string()),
+            });
         };
-        let _guard = gate.lock().await;
-        if let Some(m) = self.lookup(key) {
-            self.stats.lock().unwrap_or_else(|p| p.into_inner()).hits += 1;
+        let artifact = entry.artifact.clone();
+        if let Some(m) = self.lookup(key, &artifact) {
+            lock(&self.stats).hits += 1;
             return Ok(m);
         }
-        let (model, timings) = self.load(key).await?;
+        let gate_id = format!("{key}@{artifact}");
+        let gate = lock(&self.loading).entry(gate_id.clone()).or_default().clone();
+        let _guard = gate.lock().await;
+        if let Some(m) = self.lookup(key, &artifact) {
+            lock(&self.stats).hits += 1;
+            return Ok(m);
+        }
+        let loaded = self.load(key, &artifact).await;
+        lock(&self.loading).remove(&gate_id);
+        let (model, timings) = loaded?;
         let model = Arc::new(model);
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        loaded.insert(
-            key.to_string(),
-            Entry {
-                model: model.clone(),
-                last_used: Instant::now(),
-            },
-        );
+        let mut loaded = lock(&self.loaded);
+        if let Some(old) = loaded.insert(key.to_string(), Entry { model: model.clone(), last_used: Instant::now() }) {
+            tracing::info!(model = %key, from = %old.model.manifest.artifact.sha256, to = %artifact, "serving a new artifact");
+        }
         let evicted = evict(&mut loaded, &self.limits, key);
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stats = lock(&self.stats);
         stats.loads += 1;
         stats.evictions += evicted;
         stats.last_load = Some(timings);
         Ok(model)
     }
 
-    async fn load(&self, key: &str) -> Result<(LoadedModel, LoadTimings), LoadError> {
+    async fn load(&self, key: &str, artifact: &str) -> Result<(LoadedModel, LoadTimings), LoadError> {
         let mut timings = LoadTimings::default();
         let t = Instant::now();
-        let (entry, manifest) = self.registry.current(key).await.map_err(|e| match e {
-            RegistryError::NotPublished { .. } => LoadError::NotPublished(key.to_string()),
-            other => LoadError::Registry(other.to_string()),
-        })?;
-        let dir = self.dir.join(key).join(&entry.artifact);
+        let manifest = self.manifest(key, artifact).await?;
+        let dir = self.dir.join(key).join(artifact);
         let path = dir.join(MODEL_FILE);
+        // A cached file is used only if its bytes hash to its name; else it is
+        // deleted and fetched again, never loaded.
+        if path.is_file() {
+            let tv = Instant::now();
+            if let Err(actual) = verify(&path, artifact).await? {
+                tracing::warn!(model = %key, artifact = %artifact, actual = %actual, path = %path.display(), "the cached artifact is corrupt; deleted, fetching it again");
+                let _ = std::fs::remove_file(&path);
+                lock(&self.stats).corrupt_refetches += 1;
+            }
+            timings.verify_s = tv.elapsed().as_secs_f64();
+        }
         if !path.is_file() {
             std::fs::create_dir_all(&dir).map_err(|e| LoadError::Io(format!("{}: {e}", dir.display())))?;
-            self.registry.download_current(key, &dir).await.map_err(|e| LoadError::Registry(e.to_string()))?;
+            self.registry.download_artifact(key, artifact, &manifest, &dir).await.map_err(|e| self.registry_error(key, e))?;
+            timings.fetch_s = t.elapsed().as_secs_f64();
+            let tv = Instant::now();
+            if let Err(actual) = verify(&path, artifact).await? {
+                let _ = std::fs::remove_file(&path);
+                return Err(LoadError::Corrupt { key: key.to_string(), detail: format!("its model.onnx hashes to {actual}, not {artifact}") });
+            }
+            timings.verify_s = tv.elapsed().as_secs_f64();
         }
-        timings.fetch_s = t.elapsed().as_secs_f64();
-
-        // Whether just fetched or found in the cache, the bytes must be the manifest's.
-        let t = Instant::now();
-        verify(&path, &manifest, key).await?;
-        timings.verify_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         let opts = self.session.clone();
@@ -155,26 +341,47 @@ impl ModelCache {
         Ok((LoadedModel::new(manifest, model, bytes), timings))
     }
 
+    /// Whether a request for `key` can be answered now: it is loaded, or its
+    /// artifact can be had (the registry answers, or it is in the cache folder).
+    /// The error says why not.
+    pub async fn can_serve(&self, key: &str) -> Result<(), String> {
+        if lock(&self.loaded).contains_key(key) {
+            return Ok(());
+        }
+        let index = self.index_for(Some(key)).await.map_err(|e| e.to_string())?;
+        let status = self.index_status();
+        let Some(entry) = index.models.get(key) else {
+            return Err(match status.unreachable {
+                Some(reason) => format!("`{key}` is not in the last index read, and {reason}"),
+                None => format!("`{key}` is not published in the registry {}", self.registry.location()),
+            });
+        };
+        match status.unreachable {
+            None => Ok(()),
+            Some(reason) => {
+                let cached = self.dir.join(key).join(&entry.artifact).join(MODEL_FILE);
+                match std::fs::metadata(&cached) {
+                    Ok(m) if m.len() == entry.size => Ok(()),
+                    _ => Err(format!("the registry cannot be read ({reason}) and `{key}` is not in the cache folder")),
+                }
+            }
+        }
+    }
+
     /// Keys of the models currently loaded.
     pub fn loaded_keys(&self) -> Vec<String> {
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        lock(&self.loaded).keys().cloned().collect()
     }
 }
 
-async fn verify(path: &Path, manifest: &Manifest, key: &str) -> Result<(), LoadError> {
+/// Ok(Ok) when `path` hashes to `artifact`, Ok(Err(actual)) when not.
+async fn verify(path: &Path, artifact: &str) -> Result<Result<(), String>, LoadError> {
     let p = path.to_path_buf();
     let sha = tokio::task::spawn_blocking(move || sha256_file(&p))
         .await
         .map_err(|e| LoadError::Io(e.to_string()))?
         .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
-    if sha != manifest.artifact.sha256 {
-        let _ = std::fs::remove_file(path);
-        return Err(LoadError::Corrupt {
-            key: key.to_string(),
-            detail: format!("sha256 {sha}, manifest says {}", manifest.artifact.sha256),
-        });
-    }
-    Ok(())
+    Ok(if sha == artifact { Ok(()) } else { Err(sha) })
 }
 
 /// Drop least-recently-used models (never `keep`) until within limits.

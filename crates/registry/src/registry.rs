@@ -152,8 +152,15 @@ impl Registry {
         }
     }
 
+    /// The index. A registry with no index yet reads as empty, but a folder
+    /// registry whose folder is gone is an error, not an empty registry: a
+    /// reader must not take an outage for "nothing is published".
     pub async fn index(&self) -> Result<Index, RegistryError> {
-        Ok(self.read_index().await?.0)
+        let (index, version) = self.read_index().await?;
+        if version.is_none() {
+            self.store.check_present().await?;
+        }
+        Ok(index)
     }
 
     /// Apply `change` to the index with compare-and-swap, retrying on conflict.
@@ -295,20 +302,28 @@ impl Registry {
     /// (the caller verifies, e.g. to time that stage); returns its index entry and manifest.
     pub async fn download_current(&self, key: &str, dest_dir: &Path) -> Result<(IndexEntry, Manifest), RegistryError> {
         let (entry, manifest) = self.current(key).await?;
-        let model_key = format!("{}{MODEL_FILE}", artifact_prefix(key, &entry.artifact));
+        self.download_artifact(key, &entry.artifact, &manifest, dest_dir).await?;
+        Ok((entry, manifest))
+    }
+
+    /// Download stored artifact `artifact` of `key` (whose manifest the caller
+    /// read) into `dest_dir` without hashing it: `model.onnx`, then `manifest.json`,
+    /// each written whole.
+    pub async fn download_artifact(&self, key: &str, artifact: &str, manifest: &Manifest, dest_dir: &Path) -> Result<(), RegistryError> {
+        let model_key = format!("{}{MODEL_FILE}", artifact_prefix(key, artifact));
         if !self.store.download(&model_key, &dest_dir.join(MODEL_FILE)).await? {
             return Err(RegistryError::BrokenArtifact {
                 location: self.location(),
                 key: key.to_string(),
-                artifact: entry.artifact,
+                artifact: artifact.to_string(),
                 what: "missing its model.onnx".into(),
             });
         }
-        std::fs::write(dest_dir.join(MANIFEST_FILE), manifest.to_json()).map_err(|source| RegistryError::Io {
+        crate::atomic::write(&dest_dir.join(MANIFEST_FILE), manifest.to_json().as_bytes()).map_err(|source| RegistryError::Io {
             path: dest_dir.display().to_string(),
             source,
         })?;
-        Ok((entry, manifest))
+        Ok(())
     }
 
     /// Download the current artifact of `key` into `dest_dir` and check its sha256.

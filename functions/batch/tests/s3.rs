@@ -96,6 +96,8 @@ async fn user_mistakes_exit_1_with_a_message_that_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let none: &[(String, String)] = &[];
     let reg = format!("file://{}", tmp.path().join("empty-registry").display());
+    std::fs::create_dir(tmp.path().join("empty-registry")).unwrap();
+    let missing = format!("file://{}", tmp.path().join("no-such-registry").display());
     let inp = tmp.path().join("in");
     std::fs::create_dir(&inp).unwrap();
     let i = inp.to_str().unwrap();
@@ -106,6 +108,7 @@ async fn user_mistakes_exit_1_with_a_message_that_says_what_to_do() {
         (&["--input", i, "--output", "o/", "--settings", "{conf", "--registry", &reg], "--settings is not JSON"),
         (&["--input", "/nonexistent/photos", "--output", "o/", "--registry", &reg], "input folder /nonexistent/photos does not exist"),
         (&["--input", i, "--output", "o/", "--registry", &reg], "not published"),
+        (&["--input", i, "--output", "o/", "--registry", &missing], "does not exist"),
     ];
     for (args, want) in cases {
         let mut a: Vec<&str> = args.to_vec();

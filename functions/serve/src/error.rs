@@ -13,6 +13,8 @@ pub struct ApiError {
     /// Short machine-readable code.
     pub error: &'static str,
     pub detail: String,
+    /// Seconds for a `Retry-After` header (transient refusals: overload, registry outage).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,7 +23,13 @@ impl ApiError {
             status,
             error,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(error: &'static str, detail: impl Into<String>) -> Self {
@@ -46,7 +54,11 @@ impl IntoResponse for ApiError {
             "success": false,
             "message": self.detail,
         });
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }
 
@@ -67,7 +79,9 @@ impl From<d2serve_engine::LoadError> for ApiError {
         use d2serve_engine::LoadError as L;
         match e {
             L::NotPublished(_) => ApiError::new(StatusCode::NOT_FOUND, "model_not_published", e.to_string()),
-            L::Registry(_) => ApiError::new(StatusCode::BAD_GATEWAY, "registry_unavailable", e.to_string()),
+            // Transient: the registry is down and nothing usable is cached. Supervisely clients retry 5xx.
+            L::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e.to_string()).retry_after(10),
+            L::Registry(_) | L::Corrupt { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "registry_broken", e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }

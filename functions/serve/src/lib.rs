@@ -2,6 +2,8 @@
 //! and a small native API. `main.rs` hands it to `lambda_http::run` under AWS
 //! Lambda or to `axum::serve` elsewhere; everything here is tested without AWS.
 
+pub mod access;
+pub mod admission;
 pub mod coco;
 pub mod error;
 pub mod fetch;
@@ -25,6 +27,7 @@ use d2serve_engine::{LoadedModel, ModelCache, Prediction, RgbImage, supervisely}
 use d2serve_registry::{Catalog, ClassInfo, S3Config};
 use serde_json::{Value, json};
 
+use crate::admission::{Admission, REQUEST, RequestCtx};
 use crate::error::ApiError;
 use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
@@ -46,6 +49,12 @@ pub struct Config {
     pub supervisely_token: Option<String>,
     pub s3: S3Config,
     pub device: String,
+    /// Each request's deadline (`--request-timeout`); None: none.
+    pub request_timeout: Option<Duration>,
+    /// Bearer token for everything but the health routes (`--auth-token`).
+    pub auth_token: Option<String>,
+    /// Secret path prefix under which requests need no token (`--path-prefix`), e.g. `/s-1f3a…`.
+    pub path_prefix: Option<String>,
 }
 
 pub struct AppState {
@@ -53,17 +62,19 @@ pub struct AppState {
     pub cache: Arc<ModelCache>,
     pub fetcher: Fetcher,
     pub metrics: Metrics,
+    pub admission: Arc<Admission>,
     meta_bodies: Mutex<HashMap<String, Bytes>>,
     request_ids: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(cfg: Config, cache: Arc<ModelCache>, fetcher: Fetcher) -> Arc<Self> {
+    pub fn new(cfg: Config, cache: Arc<ModelCache>, fetcher: Fetcher, admission: Arc<Admission>) -> Arc<Self> {
         Arc::new(Self {
             cfg,
             cache,
             fetcher,
             metrics: Metrics::default(),
+            admission,
             meta_bodies: Mutex::new(HashMap::new()),
             request_ids: AtomicU64::new(1),
         })
@@ -72,9 +83,26 @@ impl AppState {
 
 type S = State<Arc<AppState>>;
 
-/// The whole HTTP API.
+/// Routes every client may reach without a token: orchestrators' probes.
+pub const HEALTH_ROUTES: [&str; 7] = ["/livez", "/readyz", "/health", "/is_alive", "/is_running", "/is_ready", "/is_deployed"];
+
+/// The whole HTTP API: at the root and, with `--path-prefix`, under the prefix too.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.cfg.max_body_bytes;
+    let api = routes();
+    let app = match state.cfg.path_prefix.as_deref() {
+        Some(prefix) => Router::new().nest(prefix, api.clone()).merge(api),
+        None => api,
+    };
+    app.layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::check))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README (Supervisely API and /v1/models)") })
+        .with_state(state)
+}
+
+fn routes() -> Router<Arc<AppState>> {
     let health = |v: Value| move || async move { Json(v) };
     let running = json!({"running": true, "mode": "production"});
     Router::new()
@@ -101,18 +129,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*rest}", post(native_predict))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README (Supervisely API and /v1/models)") })
-        .with_state(state)
 }
 
-/// Ready = the default model can be answered now: it is loaded, or it is
-/// published in a registry that answers. Otherwise 503 with the reason (and
-/// `Retry-After`), in the shape Supervisely's own apps give while not deployed
-/// (`ModelAPI.is_deployed` reads `status`; `livez`/`is_alive` only say the
-/// process serves HTTP).
+/// Ready = the default model can be answered now: it is loaded, or its
+/// artifact can be had (published in a registry that answers, or verified in
+/// the cache folder while the registry is down), and the server is not
+/// draining. Otherwise 503 with the reason (and `Retry-After`), in the shape
+/// Supervisely's own apps give while not deployed (`ModelAPI.is_deployed`
+/// reads `status`; `livez`/`is_alive` only say the process serves HTTP).
 async fn readiness(State(st): S) -> Response {
     let ready = || Json(json!({"status": "ready"})).into_response();
     let not_ready = |reason: String| {
@@ -127,18 +151,16 @@ async fn readiness(State(st): S) -> Response {
         resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("5"));
         resp
     };
+    if st.admission.is_draining() {
+        return not_ready("the server is shutting down".into());
+    }
     let key = match resolve_model(&st, None) {
         Ok(key) => key,
         Err(e) => return not_ready(e.detail),
     };
-    if st.cache.loaded_keys().iter().any(|k| *k == key) {
-        return ready();
-    }
-    let registry = st.cache.registry();
-    match registry.index().await {
-        Ok(index) if index.models.contains_key(&key) => ready(),
-        Ok(_) => not_ready(format!("the default model `{key}` is not published in the registry {}", registry.location())),
-        Err(e) => not_ready(format!("the registry {} cannot be read: {e}", registry.location())),
+    match st.cache.can_serve(&key).await {
+        Ok(()) => ready(),
+        Err(reason) => not_ready(format!("the default model cannot be answered: {reason}")),
     }
 }
 
@@ -179,18 +201,66 @@ async fn json_errors(req: Request, next: Next) -> Response {
     out
 }
 
-/// Request id, JSON access log, request metrics.
+/// The route label of a path in metrics (no secret prefix, no model keys).
+fn metric_route(st: &AppState, path: &str) -> String {
+    let path = access::strip_prefix(st, path).unwrap_or(path);
+    if path.starts_with("/v1/models/") { "/v1/models/{key}/predict".to_string() } else { path.to_string() }
+}
+
+/// Request id, deadline, JSON access log, request metrics, and the record of
+/// a request whose client left before its answer (status 499, as nginx logs it).
 async fn observe(State(st): S, req: Request, next: Next) -> Response {
     let id = st.request_ids.fetch_add(1, Ordering::Relaxed);
-    let route = req.uri().path().to_string();
+    let route = metric_route(&st, req.uri().path());
     let method = req.method().clone();
     let t = Instant::now();
-    let mut resp = next.run(req).await;
+    let ctx = Arc::new(RequestCtx::new(st.cfg.request_timeout.map(|d| t + d)));
+    // Dropped unfinished = the client disconnected (hyper drops the handler).
+    struct Left<'a> {
+        st: &'a AppState,
+        ctx: Arc<RequestCtx>,
+        id: u64,
+        route: &'a str,
+        t: Instant,
+        answered: bool,
+    }
+    impl Drop for Left<'_> {
+        fn drop(&mut self) {
+            if self.answered {
+                return;
+            }
+            let stage = self.ctx.stage();
+            self.st.metrics.request(self.route, 499);
+            self.st.metrics.cancelled(stage.as_str());
+            tracing::info!(request_id = self.id, route = %self.route, status = 499, stage = stage.as_str(), seconds = self.t.elapsed().as_secs_f64(), "request cancelled: the client disconnected");
+        }
+    }
+    let mut left = Left { st: &st, ctx: ctx.clone(), id, route: &route, t, answered: false };
+    let run = REQUEST.scope(ctx.clone(), next.run(req));
+    let mut resp = match ctx.deadline {
+        None => run.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), run).await {
+            Ok(resp) => resp,
+            // An inference that started runs to its end (its slot stays taken) and is discarded.
+            Err(_) if ctx.was_admitted() => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "request_timeout", "the request took longer than its deadline (--request-timeout)").into_response(),
+            Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "request_timeout", "the request's deadline (--request-timeout) passed before its inference could start; retry later")
+                .retry_after(st.admission.retry_after_s())
+                .into_response(),
+        },
+    };
+    left.answered = true;
     let status = resp.status().as_u16();
-    let metric_route = if route.starts_with("/v1/models/") { "/v1/models/{key}/predict" } else { route.as_str() };
-    st.metrics.request(metric_route, status);
+    st.metrics.request(&route, status);
     if let Ok(v) = HeaderValue::from_str(&format!("req-{id}")) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    let index = st.cache.index_status();
+    if let Some(reason) = &index.unreachable {
+        let age = index.age_s().map(|s| format!("{s:.0} s ago")).unwrap_or_else(|| "at an unknown time".into());
+        let text = format!("199 d2serve \"registry unreachable; serving the index read {age} and cached artifacts: {}\"", reason.replace(['"', '\\'], "'"));
+        if let Ok(v) = HeaderValue::from_str(&text.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).collect::<String>()) {
+            resp.headers_mut().insert(axum::http::header::WARNING, v);
+        }
     }
     let model = resp.headers().get("x-model").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     tracing::info!(request_id = id, %method, route = %route, status, model = %model, seconds = t.elapsed().as_secs_f64(), "request");
@@ -320,15 +390,19 @@ struct Answer {
 async fn run_inference(st: &Arc<AppState>, key: &str, bytes: Vec<u8>, settings: Settings, fetch_s: f64) -> Result<Answer, ApiError> {
     let model = load_model(st, key).await?;
     let max_pixels = st.cfg.max_pixels;
-    let t = Instant::now();
-    let image: RgbImage = tokio::task::spawn_blocking(move || d2serve_engine::decode(&bytes, max_pixels))
-        .await
-        .map_err(|e| ApiError::internal(format!("decoder crashed: {e}")))??;
-    let decode_s = t.elapsed().as_secs_f64();
+    let permit = st.admission.admit().await?;
     let m = model.clone();
-    let prediction = tokio::task::spawn_blocking(move || m.predict(&image, &settings))
-        .await
-        .map_err(|e| ApiError::internal(format!("inference crashed: {e}")))??;
+    // The slot travels with the work: if the client leaves, the computation
+    // still ends before another one takes its CPUs.
+    let (decode_s, prediction) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let t = Instant::now();
+        let image: RgbImage = d2serve_engine::decode(&bytes, max_pixels)?;
+        let decode_s = t.elapsed().as_secs_f64();
+        Ok::<_, ApiError>((decode_s, m.predict(&image, &settings)?))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("inference crashed: {e}")))??;
     let infer_s = (prediction.timings.resize + prediction.timings.infer + prediction.timings.postprocess).as_secs_f64();
     for (stage, s) in [("fetch", fetch_s), ("decode", decode_s), ("infer", infer_s)] {
         st.metrics.observe(key, stage, s);
@@ -353,7 +427,7 @@ fn prediction_json(model: &LoadedModel, p: &Prediction, name: Option<&str>, imag
 }
 
 /// JSON response with the model and Server-Timing (fetch, decode, infer, encode) headers.
-fn respond(key: &str, body: Value, timings: &[(&'static str, f64)], encode_start: Instant, st: &AppState) -> Response {
+fn respond(key: &str, artifact: &str, body: Value, timings: &[(&'static str, f64)], encode_start: Instant, st: &AppState) -> Response {
     let encode_s = encode_start.elapsed().as_secs_f64();
     st.metrics.observe(key, "encode", encode_s);
     let mut timing: Vec<String> = timings.iter().map(|(k, s)| format!("{k};dur={:.1}", s * 1000.0)).collect();
@@ -364,6 +438,9 @@ fn respond(key: &str, body: Value, timings: &[(&'static str, f64)], encode_start
     }
     if let Ok(v) = HeaderValue::from_str(key) {
         resp.headers_mut().insert("x-model", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(artifact) {
+        resp.headers_mut().insert("x-model-artifact", v);
     }
     resp
 }
@@ -427,7 +504,9 @@ async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<J
 /// The manifest of `key`'s current artifact in the registry (None when the
 /// registry cannot say: the catalog's description stands then).
 async fn published_manifest(st: &AppState, key: &str) -> Option<d2serve_registry::Manifest> {
-    st.cache.registry().current(key).await.ok().map(|(_, m)| m)
+    let index = st.cache.index().await.ok()?;
+    let entry = index.models.get(key)?;
+    st.cache.manifest(key, &entry.artifact).await.ok()
 }
 
 /// A zoo model's classes come from the catalog (no model load needed); a
@@ -479,7 +558,7 @@ async fn inference_image_url(State(st): S, headers: HeaderMap, body: Bytes) -> R
     let enc = Instant::now();
     let name = url.rsplit('/').next().filter(|s| !s.is_empty());
     let body = prediction_json(&a.model, &a.prediction, name, None);
-    Ok(respond(&key, body, &a.timings, enc, &st))
+    Ok(respond(&key, &a.model.manifest.artifact.sha256, body, &a.timings, enc, &st))
 }
 
 /// Download an image from the configured Supervisely instance.
@@ -528,7 +607,7 @@ async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Re
     let a = run_inference(&st, &key, bytes, settings, t.elapsed().as_secs_f64()).await?;
     let enc = Instant::now();
     let body = prediction_json(&a.model, &a.prediction, None, Some(id));
-    Ok(respond(&key, body, &a.timings, enc, &st))
+    Ok(respond(&key, &a.model.manifest.artifact.sha256, body, &a.timings, enc, &st))
 }
 
 async fn inference_batch_ids(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
@@ -548,14 +627,16 @@ async fn inference_batch_ids(State(st): S, headers: HeaderMap, body: Bytes) -> R
     let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
     let mut out = Vec::new();
     let mut timings = Vec::new();
+    let mut artifact = String::new();
     for id in ids {
         let t = Instant::now();
         let bytes = supervisely_image(&st, &body, &headers, id).await?;
         let a = run_inference(&st, &key, bytes, settings.clone(), t.elapsed().as_secs_f64()).await?;
         out.push(prediction_json(&a.model, &a.prediction, None, Some(id)));
         timings = a.timings;
+        artifact = a.model.manifest.artifact.sha256.clone();
     }
-    Ok(respond(&key, Value::Array(out), &timings, Instant::now(), &st))
+    Ok(respond(&key, &artifact, Value::Array(out), &timings, Instant::now(), &st))
 }
 
 /// Files and the state object of a Supervisely multipart request.
@@ -598,7 +679,7 @@ async fn inference_image(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
     let a = run_inference(&st, &key, bytes, settings, 0.0).await?;
     let enc = Instant::now();
     let body = prediction_json(&a.model, &a.prediction, Some(&name), None);
-    Ok(respond(&key, body, &a.timings, enc, &st))
+    Ok(respond(&key, &a.model.manifest.artifact.sha256, body, &a.timings, enc, &st))
 }
 
 async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
@@ -610,28 +691,25 @@ async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
     let settings = parse_settings(&state, DEFAULT_CONF_THRES)?;
     let mut out = Vec::new();
     let mut timings = Vec::new();
+    let mut artifact = String::new();
     for (name, bytes) in files {
         let a = run_inference(&st, &key, bytes, settings.clone(), 0.0).await?;
         out.push(prediction_json(&a.model, &a.prediction, Some(&name), None));
         timings = a.timings;
+        artifact = a.model.manifest.artifact.sha256.clone();
     }
-    Ok(respond(&key, Value::Array(out), &timings, Instant::now(), &st))
+    Ok(respond(&key, &artifact, Value::Array(out), &timings, Instant::now(), &st))
 }
 
 // ---------- native API ----------
 
 async fn list_models(State(st): S) -> Result<Json<Value>, ApiError> {
-    let index = st
-        .cache
-        .registry()
-        .index()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "registry_unavailable", e.to_string()))?;
+    let index = st.cache.index().await?;
     let loaded = st.cache.loaded_keys();
     let default_key = resolve_model(&st, None).ok();
     let mut models: Vec<Value> = Vec::with_capacity(index.models.len());
     for (key, e) in &index.models {
-        let manifest = st.cache.registry().artifact_manifest(key, &e.artifact).await;
+        let manifest = st.cache.manifest(key, &e.artifact).await;
         let (name, aliases, dataset, box_ap, mask_ap, classes, source) = match st.cfg.catalog.get(key) {
             Some(m) => {
                 let classes = st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect::<Vec<_>>();
@@ -731,15 +809,15 @@ async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<
             .iter()
             .map(|i| coco::result(i.class_id, &a.model.manifest.classes[i.class_id].name, i.score, i.bbox, &i.mask, p.height, p.width))
             .collect();
-        json!({"model": key, "height": p.height, "width": p.width, "results": results})
+        json!({"model": key, "artifact": a.model.manifest.artifact.sha256, "height": p.height, "width": p.width, "results": results})
     } else {
-        json!({"model": key, "annotation": a.model.annotation(&a.prediction)})
+        json!({"model": key, "artifact": a.model.manifest.artifact.sha256, "annotation": a.model.annotation(&a.prediction)})
     };
-    Ok(respond(&key, out, &a.timings, enc, &st))
+    Ok(respond(&key, &a.model.manifest.artifact.sha256, out, &a.timings, enc, &st))
 }
 
 async fn metrics(State(st): S) -> Response {
     let stats = st.cache.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let body = st.metrics.render(&stats, st.cache.loaded_keys().len());
+    let body = st.metrics.render(&stats, st.cache.loaded_keys().len(), &st.admission, &st.cache.index_status());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -13,6 +13,9 @@ use d2serve_engine::cli::ModelSourceArgs;
 use d2serve_registry::Catalog;
 use d2serve_serve::fetch::{Fetcher, SystemLookup};
 use d2serve_serve::ssrf::AllowList;
+use d2serve_engine::runtime::available_cpus;
+use d2serve_serve::access::parse_prefix;
+use d2serve_serve::admission::{Admission, Limits, default_slots};
 use d2serve_serve::{AppState, Config, router};
 
 #[derive(Parser, Debug)]
@@ -58,6 +61,42 @@ struct Args {
     /// Load the default model before answering (containers; Lambda loads on first use).
     #[arg(long, env = "D2_PRELOAD")]
     preload: bool,
+    /// Requests that may wait for an inference slot beyond the ones running; more get 503 with Retry-After at once.
+    #[arg(long, env = "D2_MAX_QUEUE", default_value_t = 16)]
+    max_queue: usize,
+    /// Longest a request may wait for an inference slot, in seconds; then 503 with Retry-After.
+    #[arg(long, env = "D2_QUEUE_TIMEOUT", default_value = "30", value_parser = seconds)]
+    queue_timeout: Duration,
+    /// Inferences run at once [default: CPUs / --threads, so intra-op threads never oversubscribe the CPUs].
+    #[arg(long, env = "D2_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Each request's deadline in seconds (waiting: 503 with Retry-After; running: 504) [default: none].
+    #[arg(long, env = "D2_REQUEST_TIMEOUT", value_parser = seconds)]
+    request_timeout: Option<Duration>,
+    /// Seconds a registry index stays in use: a roll-forward (`zoo registry set`) reaches this server within this time.
+    #[arg(long, env = "D2_INDEX_TTL", default_value = "30", value_parser = seconds_or_zero)]
+    index_ttl: Duration,
+    /// On SIGTERM, seconds to finish accepted requests (new ones get 503) before exiting.
+    #[arg(long, env = "D2_DRAIN_TIMEOUT", default_value = "25", value_parser = seconds_or_zero)]
+    drain_timeout: Duration,
+    /// Bearer token every route but the health probes needs (Authorization: Bearer TOKEN).
+    #[arg(long, env = "D2_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// Secret path prefix (e.g. /s-8f2c41d9e7) under which the API answers without a token: give Supervisely http://HOST/PREFIX as the session URL.
+    #[arg(long, env = "D2_PATH_PREFIX", hide_env_values = true)]
+    path_prefix: Option<String>,
+}
+
+/// A positive number of seconds, like `30` or `0.5`.
+fn seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+fn seconds_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) { Ok(Duration::ZERO) } else { seconds(s) }
 }
 
 #[tokio::main]
@@ -89,7 +128,22 @@ async fn run() -> Result<()> {
         AllowList::parse(&args.allow_hosts).map_err(anyhow::Error::msg)?
     };
     let limits = CacheLimits { max_models: args.max_models, max_bytes: args.max_model_bytes };
-    let cache = Arc::new(args.source.model_cache(limits).await.context("opening the registry")?);
+    let cache = Arc::new(args.source.model_cache(limits).await.context("opening the registry")?.with_index_ttl(args.index_ttl));
+    let session = args.source.session_options();
+    // Lambda runs one request per instance: no queue to bound there.
+    let admission = Admission::new(if in_lambda {
+        Limits { slots: 1, max_queue: None, queue_timeout: None }
+    } else {
+        Limits {
+            slots: args.concurrency.unwrap_or_else(|| default_slots(available_cpus(), session.intra_threads)).max(1),
+            max_queue: Some(args.max_queue),
+            queue_timeout: Some(args.queue_timeout),
+        }
+    });
+    let path_prefix = args.path_prefix.as_deref().map(parse_prefix).transpose().map_err(anyhow::Error::msg)?;
+    if args.auth_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        anyhow::bail!("--auth-token / D2_AUTH_TOKEN is empty: give a secret, or leave it unset for no token");
+    }
     let fetcher = Fetcher::new(allow, Arc::new(SystemLookup), args.max_body_bytes, Duration::from_secs(args.fetch_timeout));
     let cfg = Config {
         catalog: catalog.clone(),
@@ -100,10 +154,14 @@ async fn run() -> Result<()> {
         supervisely_token: args.supervisely_token.clone(),
         s3: args.source.s3_config(),
         device: args.source.runtime.device.to_string(),
+        request_timeout: args.request_timeout,
+        auth_token: args.auth_token.clone(),
+        path_prefix,
     };
-    let state = AppState::new(cfg, cache.clone(), fetcher);
+    let state = AppState::new(cfg, cache.clone(), fetcher, admission.clone());
     let app = router(state);
-    tracing::info!(registry = %args.source.registry, default_model = %default_key, lambda = in_lambda, threads = args.source.session_options().intra_threads, cache_dir = %args.source.cache_dir().display(), "serve starting");
+    let l = admission.limits();
+    tracing::info!(registry = %args.source.registry, default_model = %default_key, lambda = in_lambda, threads = session.intra_threads, inference_slots = l.slots, max_queue = ?l.max_queue, queue_timeout_s = ?l.queue_timeout.map(|d| d.as_secs_f64()), index_ttl_s = args.index_ttl.as_secs_f64(), auth_token = args.auth_token.is_some(), path_prefix = args.path_prefix.is_some(), cache_dir = %args.source.cache_dir().display(), "serve starting");
 
     if in_lambda {
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
@@ -124,10 +182,48 @@ async fn run() -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    // SIGTERM (ECS, Kubernetes, docker stop) or Ctrl-C: stop admitting, close
+    // the listener, let accepted requests finish within --drain-timeout, exit 0.
+    let signalled = Arc::new(tokio::sync::Notify::new());
+    let drain_timeout = args.drain_timeout;
+    let on_signal = {
+        let (admission, signalled) = (admission.clone(), signalled.clone());
+        async move {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, running = admission.running(), waiting = admission.waiting(), drain_timeout_s = drain_timeout.as_secs_f64(), "draining: new requests get 503, accepted ones finish");
+            admission.start_draining();
+            signalled.notify_one();
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(on_signal);
+    let drain_deadline = async {
+        signalled.notified().await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        served = server => {
+            served?;
+            tracing::info!("drained; exiting");
+        }
+        () = drain_deadline => {
+            tracing::warn!(running = admission.running(), waiting = admission.waiting(), "--drain-timeout passed with requests unfinished; exiting");
+        }
+    }
     Ok(())
 }
 
-async fn shutdown() {
-    let _ = tokio::signal::ctrl_c().await;
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
 }

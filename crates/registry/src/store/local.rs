@@ -152,6 +152,18 @@ impl ObjectStore for LocalStore {
         format!("file://{}", self.root.display())
     }
 
+    async fn check_present(&self) -> Result<(), StoreError> {
+        if self.root.is_dir() {
+            return Ok(());
+        }
+        Err(StoreError::Io {
+            store: self.location(),
+            op: "open",
+            key: "the folder".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "it does not exist (unmounted, removed, or nothing published there yet?)"),
+        })
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
         let path = self.path(key)?;
         let bytes = blocking(move || read_optional(&path))

@@ -92,6 +92,13 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>, StoreError>;
 
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Whether the store itself is there, for readers that must tell "nothing
+    /// published yet" from "the store is gone" (a registry folder that was
+    /// unmounted or removed). A bucket answers for itself on every call.
+    async fn check_present(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Open a store from `file://PATH`, a plain path, or `s3://BUCKET[/PREFIX]`.
