@@ -320,7 +320,13 @@ impl ModelCache {
         }
         if !path.is_file() {
             std::fs::create_dir_all(&dir).map_err(|e| LoadError::Io(format!("{}: {e}", dir.display())))?;
-            self.registry.download_artifact(key, artifact, &manifest, &dir).await.map_err(|e| self.registry_error(key, e))?;
+            if let Err(e) = self.registry.download_artifact(key, artifact, &manifest, &dir).await {
+                // A folder registry that vanished reads as a missing file: an outage, not a broken artifact.
+                return Err(match self.registry.store().check_present().await {
+                    Err(gone) => LoadError::Unavailable(gone.to_string()),
+                    Ok(()) => self.registry_error(key, e),
+                });
+            }
             timings.fetch_s = t.elapsed().as_secs_f64();
             let tv = Instant::now();
             if let Err(actual) = verify(&path, artifact).await? {

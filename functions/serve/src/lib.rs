@@ -55,6 +55,9 @@ pub struct Config {
     pub auth_token: Option<String>,
     /// Secret path prefix under which requests need no token (`--path-prefix`), e.g. `/s-1f3a…`.
     pub path_prefix: Option<String>,
+    /// Fault drills only (`D2_FAULT_INFER_DELAY_MS`): extra time each inference holds its
+    /// slot, so the tests can fill a queue with the small fixture models.
+    pub fault_infer_delay: Option<Duration>,
 }
 
 pub struct AppState {
@@ -392,10 +395,14 @@ async fn run_inference(st: &Arc<AppState>, key: &str, bytes: Vec<u8>, settings: 
     let max_pixels = st.cfg.max_pixels;
     let permit = st.admission.admit().await?;
     let m = model.clone();
+    let delay = st.cfg.fault_infer_delay;
     // The slot travels with the work: if the client leaves, the computation
     // still ends before another one takes its CPUs.
     let (decode_s, prediction) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         let t = Instant::now();
         let image: RgbImage = d2serve_engine::decode(&bytes, max_pixels)?;
         let decode_s = t.elapsed().as_secs_f64();

@@ -157,7 +157,11 @@ async fn run() -> Result<()> {
         request_timeout: args.request_timeout,
         auth_token: args.auth_token.clone(),
         path_prefix,
+        fault_infer_delay: std::env::var("D2_FAULT_INFER_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis),
     };
+    if let Some(d) = cfg.fault_infer_delay {
+        tracing::warn!(ms = d.as_millis() as u64, "D2_FAULT_INFER_DELAY_MS is set: every inference is slowed down (fault drills only)");
+    }
     let state = AppState::new(cfg, cache.clone(), fetcher, admission.clone());
     let app = router(state);
     let l = admission.limits();

@@ -93,10 +93,11 @@ pub async fn start_serve_model(dir: &Path, registry: &str, model: &str, extra: &
     let port = free_port();
     let log = dir.join(format!("serve-{port}.log"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_serve"));
-    cmd.args(["--registry", registry, "--model", model, "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--cache-dir")
-        .arg(dir.join(format!("cache-{port}")))
-        .args(extra)
+    cmd.args(["--registry", registry, "--model", model, "--listen", &format!("127.0.0.1:{port}")]);
+    if !extra.contains(&"--cache-dir") {
+        cmd.arg("--cache-dir").arg(dir.join(format!("cache-{port}")));
+    }
+    cmd.args(extra)
         .env_remove("AWS_LAMBDA_RUNTIME_API")
         .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
         .stderr(Stdio::inherit());
