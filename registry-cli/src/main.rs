@@ -5,6 +5,7 @@ mod bench;
 mod convert;
 mod import;
 mod list;
+mod load;
 mod predict;
 mod progress;
 mod publish;
@@ -147,6 +148,9 @@ enum Command {
     /// Measure cold start and warm latency of a converted model (see docs/BENCHMARKS.md).
     #[command(after_help = "Examples:\n  zoo bench --model r50-fpn-3x --image photo.png --runs 10\n  zoo bench --model r50-fpn-3x --artifact out/r50 --threads 2 --json")]
     Bench(BenchArgs),
+    /// Load a running serve with N concurrent clients for T seconds: throughput, latency percentiles, statuses, peak RSS.
+    #[command(after_help = "Examples:\n  zoo load http://127.0.0.1:8000 --image photo.jpg -c 16 --duration 60 --pid $(pgrep -x serve)\n  zoo load http://127.0.0.1:8000 --image photo.jpg -c 64 --retry-after ignore --json")]
+    Load(load::LoadArgs),
     /// Publish a converted artifact to a registry (folder or S3) and make it current.
     #[command(after_help = "Examples:\n  zoo publish r50-fpn-3x --to file://./registry\n  zoo publish r50-fpn-3x --artifact out/r50 --to s3://models/registry --s3-endpoint http://127.0.0.1:9000 --s3-path-style")]
     Publish {
@@ -411,6 +415,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict::predict(g, args),
         Command::Draw { image, annotation, out, model } => predict::draw(g, image, annotation, out, model),
         Command::Bench(args) => bench::bench(g, args).await,
+        Command::Load(args) => load::run(args).await,
         Command::Synth { model, out, seed } => convert::synth(g, model, out, *seed),
         Command::Publish {
             model,

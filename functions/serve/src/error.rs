@@ -5,7 +5,6 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -48,12 +47,12 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(status = self.status.as_u16(), error = self.error, detail = %self.detail, "request refused");
         }
-        let body = json!({
-            "error": self.error,
-            "detail": self.detail,
-            "success": false,
-            "message": self.detail,
-        });
+        let body = crate::openapi::ErrorBody {
+            error: self.error.to_string(),
+            message: self.detail.clone(),
+            detail: self.detail,
+            success: false,
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());

@@ -8,6 +8,8 @@ pub mod coco;
 pub mod error;
 pub mod fetch;
 pub mod metrics;
+pub mod openapi;
+pub mod page;
 pub mod ssrf;
 
 use std::collections::HashMap;
@@ -55,6 +57,8 @@ pub struct Config {
     pub auth_token: Option<String>,
     /// Secret path prefix under which requests need no token (`--path-prefix`), e.g. `/s-1f3a…`.
     pub path_prefix: Option<String>,
+    /// The Supervisely task id when run as a Supervisely app (`TASK_ID`), for `get_session_info`.
+    pub session_id: Option<i64>,
     /// Fault drills only (`D2_FAULT_INFER_DELAY_MS`): extra time each inference holds its
     /// slot, so the tests can fill a queue with the small fixture models.
     pub fault_infer_delay: Option<Duration>,
@@ -106,11 +110,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 fn routes() -> Router<Arc<AppState>> {
-    let health = |v: Value| move || async move { Json(v) };
-    let running = json!({"running": true, "mode": "production"});
     Router::new()
+        .route("/", get(page::index))
+        .route("/docs", get(page::docs))
+        .route("/openapi.json", get(page::openapi_json))
         .route("/get_session_info", post(session_info).get(session_info))
-        .route("/get_output_classes_and_tags", post(model_meta).get(model_meta))
+        .route("/get_output_classes_and_tags", post(output_classes).get(output_classes))
         .route("/get_model_meta", post(model_meta).get(model_meta))
         .route("/get_custom_inference_settings", post(custom_settings).get(custom_settings))
         .route("/inference_image_url", post(inference_image_url))
@@ -118,20 +123,67 @@ fn routes() -> Router<Arc<AppState>> {
         .route("/inference_batch_ids", post(inference_batch_ids))
         .route("/inference_image", post(inference_image))
         .route("/inference_batch", post(inference_batch))
-        .route("/is_alive", get(health(running.clone())).post(health(running.clone())))
-        .route("/is_running", get(health(running.clone())).post(health(running.clone())))
-        .route("/livez", get(health(running.clone())).post(health(running)))
-        .route("/is_ready", get(readiness).post(readiness))
-        .route("/readyz", get(readiness).post(readiness))
-        .route(
-            "/is_deployed",
-            get(health(json!({"deployed": true, "description:": "Model is ready to receive requests"})))
-                .post(health(json!({"deployed": true, "description:": "Model is ready to receive requests"}))),
-        )
-        .route("/health", get(health(json!({"status": "ok"}))))
+        .route("/is_alive", get(is_alive).post(is_alive))
+        .route("/is_running", get(is_running).post(is_running))
+        .route("/livez", get(livez).post(livez))
+        .route("/is_ready", get(is_ready).post(is_ready))
+        .route("/readyz", get(readyz).post(readyz))
+        .route("/is_deployed", get(is_deployed).post(is_deployed))
+        .route("/health", get(health))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*rest}", post(native_predict))
         .route("/metrics", get(metrics))
+}
+
+fn running() -> Json<Value> {
+    Json(json!({"running": true, "mode": "production"}))
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(method(get, post), path = "/is_alive", tag = "health", responses((status = 200, body = crate::openapi::Running)))]
+async fn is_alive() -> Json<Value> {
+    running()
+}
+
+/// Liveness (`AppApi.is_ready_for_api_calls` reads `running`).
+#[utoipa::path(method(get, post), path = "/is_running", tag = "health", responses((status = 200, body = crate::openapi::Running)))]
+async fn is_running() -> Json<Value> {
+    running()
+}
+
+/// Liveness for orchestrators.
+#[utoipa::path(method(get, post), path = "/livez", tag = "health", responses((status = 200, body = crate::openapi::Running)))]
+async fn livez() -> Json<Value> {
+    running()
+}
+
+/// Readiness in the Supervisely shape (`TaskApi.is_ready`, `ModelAPI.is_deployed` read `status`).
+#[utoipa::path(method(get, post), path = "/is_ready", tag = "health", responses(
+    (status = 200, description = "The default model can be answered now", body = crate::openapi::Ready),
+    (status = 503, description = "Not ready; the reason is in detail", body = crate::openapi::NotReady, headers(("retry-after" = u64))),
+))]
+async fn is_ready(st: S) -> Response {
+    readiness(st).await
+}
+
+/// Readiness for orchestrators (same answer as `is_ready`).
+#[utoipa::path(method(get, post), path = "/readyz", tag = "health", responses(
+    (status = 200, description = "The default model can be answered now", body = crate::openapi::Ready),
+    (status = 503, description = "Not ready; the reason is in detail", body = crate::openapi::NotReady, headers(("retry-after" = u64))),
+))]
+async fn readyz(st: S) -> Response {
+    readiness(st).await
+}
+
+/// The old app's probe (the key really ends with a colon there).
+#[utoipa::path(method(get, post), path = "/is_deployed", tag = "health", responses((status = 200, body = crate::openapi::Deployed)))]
+async fn is_deployed() -> Json<Value> {
+    Json(json!({"deployed": true, "description:": "Model is ready to receive requests"}))
+}
+
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = crate::openapi::Health)))]
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
 }
 
 /// Ready = the default model can be answered now: it is loaded, or its
@@ -454,7 +506,19 @@ fn respond(key: &str, artifact: &str, body: Value, timings: &[(&'static str, f64
 
 // ---------- Supervisely endpoints ----------
 
-async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// What the server runs: model, checkpoint, dataset, classes, device.
+#[utoipa::path(method(get, post), path = "/get_session_info", tag = "supervisely", request_body(content = Option<crate::openapi::SuperviselyRequest>, description = "Optional; `state.model` picks a model other than the default"), responses(
+        (status = 200, body = crate::openapi::SessionInfo),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
+async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Json<crate::openapi::SessionInfo>, ApiError> {
     let body = parse_body(&body)?;
     let key = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
     let (display_name, checkpoint, checkpoint_url, dataset, classes_count) = match st.cfg.catalog.get(&key) {
@@ -481,31 +545,32 @@ async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<J
             (m.name.clone(), m.source.file.clone(), Value::Null, "custom".to_string(), m.classes.len())
         }
     };
-    Ok(Json(json!({
-        "app_name": APP_NAME,
-        "session_id": null,
-        "model_name": key,
-        "model_display_name": display_name,
-        "checkpoint_name": checkpoint,
-        "checkpoint_url": checkpoint_url,
-        "pretrained_on_dataset": dataset,
-        "number_of_classes": classes_count,
-        "device": st.cfg.device,
-        "runtime": "onnxruntime",
-        "sliding_window_support": "none",
-        "videos_support": false,
-        "async_video_inference_support": false,
-        "tracking_on_videos_support": false,
-        "async_image_inference_support": false,
-        "tracking_algorithms": [],
-        "batch_inference_support": true,
-        "max_batch_size": MAX_BATCH,
-        "task type": "instance segmentation",
-        "app": APP_NAME,
-        "type": "Instance Segmentation",
-        "classes_count": classes_count,
-        "tags_count": 1,
-    })))
+    let checkpoint_url = checkpoint_url.as_str().map(str::to_string);
+    Ok(Json(crate::openapi::SessionInfo {
+        app_name: APP_NAME.into(),
+        session_id: st.cfg.session_id,
+        model_name: key,
+        model_display_name: display_name,
+        checkpoint_name: checkpoint,
+        checkpoint_url,
+        pretrained_on_dataset: dataset,
+        number_of_classes: classes_count,
+        device: st.cfg.device.clone(),
+        runtime: "onnxruntime".into(),
+        sliding_window_support: "none".into(),
+        videos_support: false,
+        async_video_inference_support: false,
+        tracking_on_videos_support: false,
+        async_image_inference_support: false,
+        tracking_algorithms: vec![],
+        batch_inference_support: true,
+        max_batch_size: MAX_BATCH,
+        task_type: "instance segmentation".into(),
+        app: APP_NAME.into(),
+        kind: "Instance Segmentation".into(),
+        classes_count,
+        tags_count: 1,
+    }))
 }
 
 /// The manifest of `key`'s current artifact in the registry (None when the
@@ -525,6 +590,34 @@ async fn class_list(st: &AppState, key: &str) -> Result<Vec<ClassInfo>, ApiError
     }
 }
 
+/// The model's classes and the confidence tag, as a Supervisely ProjectMeta.
+#[utoipa::path(method(get, post), path = "/get_output_classes_and_tags", tag = "supervisely", request_body(content = Option<crate::openapi::SuperviselyRequest>), responses(
+        (status = 200, body = crate::openapi::ProjectMeta),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
+async fn output_classes(st: S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    model_meta(st, headers, body).await
+}
+
+/// The model's classes and the confidence tag, as a Supervisely ProjectMeta (same as `get_output_classes_and_tags`).
+#[utoipa::path(method(get, post), path = "/get_model_meta", tag = "supervisely", request_body(content = Option<crate::openapi::SuperviselyRequest>), responses(
+        (status = 200, body = crate::openapi::ProjectMeta),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
 async fn model_meta(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let key = resolve_model(&st, requested_model(&state_of(&body), &headers))?;
@@ -544,11 +637,25 @@ async fn model_meta(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Res
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
+/// The default inference settings as YAML text.
+#[utoipa::path(method(get, post), path = "/get_custom_inference_settings", tag = "supervisely", responses((status = 200, body = crate::openapi::CustomSettings)))]
 async fn custom_settings() -> Json<Value> {
     // The Supervisely app's custom_settings.yaml, with the one default of zoo predict, serve and batch.
     Json(json!({"settings": format!("# object confidence threshold (for debug 0.001)\nconf_thres: {DEFAULT_CONF_THRES}\n")}))
 }
 
+/// Predict on an image fetched from `state.image_url`.
+#[utoipa::path(post, path = "/inference_image_url", tag = "supervisely", request_body(content = crate::openapi::SuperviselyRequest, content_type = "application/json"), responses(
+        (status = 200, body = crate::openapi::SuperviselyPrediction, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
 async fn inference_image_url(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let state = state_of(&body);
@@ -600,6 +707,18 @@ async fn supervisely_image(st: &AppState, body: &Value, headers: &HeaderMap, id:
     Ok(bytes.to_vec())
 }
 
+/// Predict on Supervisely image `state.image_id` (needs --supervisely-server and a token).
+#[utoipa::path(post, path = "/inference_image_id", tag = "supervisely", request_body(content = crate::openapi::SuperviselyRequest, content_type = "application/json"), responses(
+        (status = 200, body = crate::openapi::SuperviselyPrediction, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
 async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let state = state_of(&body);
@@ -617,6 +736,18 @@ async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Re
     Ok(respond(&key, &a.model.manifest.artifact.sha256, body, &a.timings, enc, &st))
 }
 
+/// Predict on Supervisely images `state.batch_ids` (at most 16).
+#[utoipa::path(post, path = "/inference_batch_ids", tag = "supervisely", request_body(content = crate::openapi::SuperviselyRequest, content_type = "application/json"), responses(
+        (status = 200, body = Vec<crate::openapi::SuperviselyPrediction>, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
 async fn inference_batch_ids(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let state = state_of(&body);
@@ -678,6 +809,18 @@ async fn read_multipart(mut mp: Multipart) -> Result<(Vec<(String, Vec<u8>)>, Va
     Ok((files, state))
 }
 
+/// Predict on an uploaded image (multipart `files`, optional `settings`).
+#[utoipa::path(post, path = "/inference_image", tag = "supervisely", request_body(content = crate::openapi::InferenceForm, content_type = "multipart/form-data"), responses(
+        (status = 200, body = crate::openapi::SuperviselyPrediction, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
 async fn inference_image(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
     let (mut files, state) = read_multipart(mp).await?;
     let key = resolve_model(&st, requested_model(&state, &headers))?;
@@ -689,6 +832,18 @@ async fn inference_image(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
     Ok(respond(&key, &a.model.manifest.artifact.sha256, body, &a.timings, enc, &st))
 }
 
+/// Predict on uploaded images (multipart `files`, up to 16; optional `settings`).
+#[utoipa::path(post, path = "/inference_batch", tag = "supervisely", request_body(content = crate::openapi::InferenceForm, content_type = "multipart/form-data"), responses(
+        (status = 200, body = Vec<crate::openapi::SuperviselyPrediction>, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
 async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
     let (files, state) = read_multipart(mp).await?;
     if files.len() > MAX_BATCH {
@@ -710,11 +865,23 @@ async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
 
 // ---------- native API ----------
 
-async fn list_models(State(st): S) -> Result<Json<Value>, ApiError> {
+/// The models the registry holds, with dataset, APs and classes.
+#[utoipa::path(get, path = "/v1/models", tag = "native", responses(
+        (status = 200, body = crate::openapi::ModelList),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
+async fn list_models(State(st): S) -> Result<Json<crate::openapi::ModelList>, ApiError> {
     let index = st.cache.index().await?;
     let loaded = st.cache.loaded_keys();
     let default_key = resolve_model(&st, None).ok();
-    let mut models: Vec<Value> = Vec::with_capacity(index.models.len());
+    let mut models = Vec::with_capacity(index.models.len());
     for (key, e) in &index.models {
         let manifest = st.cache.manifest(key, &e.artifact).await;
         let (name, aliases, dataset, box_ap, mask_ap, classes, source) = match st.cfg.catalog.get(key) {
@@ -735,32 +902,54 @@ async fn list_models(State(st): S) -> Result<Json<Value>, ApiError> {
                 }
             },
         };
-        models.push(json!({
-            "key": key,
-            "name": name,
-            "aliases": aliases,
-            "dataset": dataset,
-            "source": source,
-            "box_ap": box_ap,
-            "mask_ap": mask_ap,
-            "num_classes": classes.len(),
-            "classes": classes,
-            "artifact": e.artifact,
-            "artifact_bytes": e.size,
-            "published_at": e.published_at,
-            "loaded": loaded.contains(key),
-            "default": default_key.as_deref() == Some(key.as_str()),
-        }));
+        models.push(crate::openapi::ModelInfo {
+            key: key.clone(),
+            name,
+            aliases,
+            dataset,
+            source: source.to_string(),
+            box_ap,
+            mask_ap,
+            num_classes: classes.len(),
+            classes,
+            artifact: e.artifact.clone(),
+            artifact_bytes: e.size,
+            published_at: e.published_at.clone(),
+            loaded: loaded.contains(key),
+            default: default_key.as_deref() == Some(key.as_str()),
+        });
     }
-    Ok(Json(json!({"models": models})))
+    Ok(Json(crate::openapi::ModelList { models }))
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PredictQuery {
+    /// `supervisely` (default) or `coco`.
     format: Option<String>,
+    /// Confidence threshold in [0, 1] for raw image bodies (default 0: every detection).
+    #[param(minimum = 0.0, maximum = 1.0)]
     conf: Option<f64>,
 }
 
+/// Predict on a raw image body, or on `{"url": …}`.
+#[utoipa::path(post, path = "/v1/models/{model}/predict", tag = "native",
+    params(("model" = String, Path, example = "r50-fpn-3x", description = "Catalog key (its `/` may be sent as is or as %2F), alias such as `r50-fpn-3x`, or an imported model's key"), PredictQuery),
+    request_body(description = "The image file's bytes (JPEG, PNG, BMP, WebP, TIFF), or JSON naming its URL", content(
+        (crate::openapi::ImageBytes = "application/octet-stream"),
+        (crate::openapi::UrlRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "Supervisely (default) or COCO (`format=coco`) form", body = crate::openapi::NativeAnswer, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
+        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+))]
 async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<PredictQuery>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let key = rest
         .strip_suffix("/predict")
@@ -823,6 +1012,11 @@ async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<
     Ok(respond(&key, &a.model.manifest.artifact.sha256, out, &a.timings, enc, &st))
 }
 
+/// Prometheus metrics: requests, stage latencies, the queue, cancellations, the registry's state.
+#[utoipa::path(get, path = "/metrics", tag = "native", responses(
+        (status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = crate::openapi::ErrorBody),
+))]
 async fn metrics(State(st): S) -> Response {
     let stats = st.cache.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let body = st.metrics.render(&stats, st.cache.loaded_keys().len(), &st.admission, &st.cache.index_status());

@@ -157,6 +157,7 @@ async fn run() -> Result<()> {
         request_timeout: args.request_timeout,
         auth_token: args.auth_token.clone(),
         path_prefix,
+        session_id: std::env::var("TASK_ID").ok().and_then(|v| v.trim().parse().ok()),
         fault_infer_delay: std::env::var("D2_FAULT_INFER_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis),
     };
     if let Some(d) = cfg.fault_infer_delay {

@@ -1,7 +1,8 @@
 //! The real Supervisely Python SDK (PyPI `supervisely`, in `.venv-sdk`, installed
 //! by scripts/setup-test-env.sh) as the client of a served model, over TCP:
 //! Session (session info, model meta, default settings, inference by path, by
-//! batch of paths, by URL, with settings and ROI) and ModelAPI.
+//! batch of paths, by URL, with settings and ROI) and ModelAPI, also through a
+//! secret path prefix on a server that wants a token.
 
 mod common;
 
@@ -29,7 +30,11 @@ async fn supervisely_sdk_works_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
     let reg = local_registry(tmp.path()).await;
     // Images for the URL test come from a loopback file server: opened explicitly.
-    let s = start_serve(tmp.path(), &reg, &["--allow-hosts", "127.0.0.1"], &[]).await;
+    // The server wants a token, which the SDK never sends: its session URL
+    // carries the secret path prefix instead (what --path-prefix is for).
+    let s = start_serve(tmp.path(), &reg, &["--allow-hosts", "127.0.0.1", "--path-prefix", "s-5ec2e7"], &[("D2_AUTH_TOKEN".into(), "not-sent-by-the-sdk".into())]).await;
+    let session_url = format!("{}/s-5ec2e7", s.base);
+    assert_eq!(reqwest::get(format!("{}/get_session_info", s.base)).await.unwrap().status(), 401, "the root asks for the token");
     let images = fixtures().join("images");
     let port = free_port();
     let mut files = std::process::Command::new(&python)
@@ -42,7 +47,7 @@ async fn supervisely_sdk_works_unchanged() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let out = tokio::process::Command::new(&python)
         .arg(root.join("tests/sdk_client.py"))
-        .arg(&s.base)
+        .arg(&session_url)
         .arg(&images)
         .args(["--url-base", &format!("http://127.0.0.1:{port}")])
         .output()
