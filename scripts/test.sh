@@ -16,6 +16,6 @@ scripts/check-demo.sh
 scripts/check-load.sh
 # The OpenAPI contract: valid, and schemathesis-fuzzed against the live server.
 scripts/check-contract.sh
-export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1
+export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1 D2_REQUIRE_BROWSER=1
 # --nocapture: the parity tests print their measured worst cases.
 cargo test --workspace --locked --no-fail-fast -- --nocapture
