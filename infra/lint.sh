@@ -10,6 +10,6 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 "$bin/cfn-lint" infra/template.yaml infra/gpu-ecs.yaml
 "$bin/python" infra/tools/sam-to-cfn.py infra/template.yaml "$tmp/template.json"
 "$bin/cfn-lint" "$tmp/template.json"
-"$bin/hadolint" infra/lambda.Dockerfile infra/gpu.Dockerfile
+"$bin/hadolint" infra/lambda.Dockerfile infra/gpu.Dockerfile supervisely/Dockerfile
 sh -n infra/lambda-bootstrap.sh
 echo "lint: infra/ ok (cfn-lint $("$bin/cfn-lint" --version | awk '{print $2}'), hadolint $("$bin/hadolint" --version | awk '{print $NF}'))"

@@ -151,6 +151,18 @@ enum Command {
     /// Load a running serve with N concurrent clients for T seconds: throughput, latency percentiles, statuses, peak RSS.
     #[command(after_help = "Examples:\n  zoo load http://127.0.0.1:8000 --image photo.jpg -c 16 --duration 60 --pid $(pgrep -x serve)\n  zoo load http://127.0.0.1:8000 --image photo.jpg -c 64 --retry-after ignore --json")]
     Load(load::LoadArgs),
+    /// Write the Supervisely app's config.json (its model table generated from the catalog).
+    #[command(name = "supervisely-app", after_help = "Examples:\n  zoo supervisely-app --out supervisely\n  zoo supervisely-app --out supervisely --check     exit 1 if supervisely/config.json is not what the catalog gives")]
+    SuperviselyApp {
+        #[arg(long, value_name = "DIR", default_value = "supervisely")]
+        out: PathBuf,
+        /// The app's Docker image (built by supervisely/Dockerfile).
+        #[arg(long, default_value = DEFAULT_APP_IMAGE)]
+        image: String,
+        /// Compare instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Publish a converted artifact to a registry (folder or S3) and make it current.
     #[command(after_help = "Examples:\n  zoo publish r50-fpn-3x --to file://./registry\n  zoo publish r50-fpn-3x --artifact out/r50 --to s3://models/registry --s3-endpoint http://127.0.0.1:9000 --s3-path-style")]
     Publish {
@@ -403,6 +415,27 @@ impl Global {
     }
 }
 
+const DEFAULT_APP_IMAGE: &str = "ghcr.io/d2serve/serve-supervisely:0.1.0";
+
+/// `zoo supervisely-app`: config.json from the catalog, written whole or compared.
+fn supervisely_app(g: &Global, out: &Path, image: &str, check: bool) -> Result<()> {
+    let catalog = g.catalog()?;
+    let text = serde_json::to_string_pretty(&d2serve_registry::supervisely_app::app_config(&catalog, image))? + "\n";
+    let path = out.join("config.json");
+    if check {
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current != text {
+            bail!("{} is not what the catalog gives: run `zoo supervisely-app --out {}` and commit it", path.display(), out.display());
+        }
+        println!("{}: up to date with the catalog ({} models)", path.display(), catalog.models.len());
+        return Ok(());
+    }
+    std::fs::create_dir_all(out)?;
+    d2serve_registry::atomic::write(&path, text.as_bytes())?;
+    println!("wrote {} ({} models in the modal)", path.display(), catalog.models.len());
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match &cli.command {
@@ -416,6 +449,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Draw { image, annotation, out, model } => predict::draw(g, image, annotation, out, model),
         Command::Bench(args) => bench::bench(g, args).await,
         Command::Load(args) => load::run(args).await,
+        Command::SuperviselyApp { out, image, check } => supervisely_app(g, out, image, *check),
         Command::Synth { model, out, seed } => convert::synth(g, model, out, *seed),
         Command::Publish {
             model,

@@ -19,6 +19,8 @@ fn every_help_page_shows_an_example() {
         vec!["draw", "--help"],
         vec!["bench", "--help"],
         vec!["import", "--help"],
+        vec!["load", "--help"],
+        vec!["supervisely-app", "--help"],
         vec!["registry", "ls", "--help"],
         vec!["registry", "gc", "--help"],
         vec!["registry", "set", "--help"],
@@ -165,4 +167,19 @@ fn a_random_weight_artifact_is_listed_as_a_sample() {
     let out = zoo(&["list"], &envs);
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.lines().any(|l| l.starts_with("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x ") && l.contains("SAMPLE (random weights)")), "{s}");
+}
+
+/// The Supervisely app's config.json is what the catalog gives: its model
+/// table is generated (`zoo supervisely-app`), never edited by hand.
+#[test]
+fn the_supervisely_app_config_is_generated_from_the_catalog() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../supervisely");
+    let out = zoo(&["supervisely-app", "--check", "--out", dir.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let tmp = tempfile::tempdir().unwrap();
+    let stale = tmp.path().join("config.json");
+    std::fs::write(&stale, "{}").unwrap();
+    let out = zoo(&["supervisely-app", "--check", "--out", tmp.path().to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("run `zoo supervisely-app --out"), "{}", text(&out));
 }

@@ -12,6 +12,7 @@ pub mod registry;
 pub mod report;
 pub mod spec;
 pub mod store;
+pub mod supervisely_app;
 pub mod testing;
 
 pub use catalog::{Catalog, CatalogError, ModelEntry};

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod sly_app;
 pub mod ssrf;
 
 use std::collections::HashMap;

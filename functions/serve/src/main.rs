@@ -16,7 +16,7 @@ use d2serve_serve::ssrf::AllowList;
 use d2serve_engine::runtime::available_cpus;
 use d2serve_serve::access::parse_prefix;
 use d2serve_serve::admission::{Admission, Limits, default_slots};
-use d2serve_serve::{AppState, Config, router};
+use d2serve_serve::{AppState, Config, router, sly_app};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,6 +82,10 @@ struct Args {
     /// Bearer token every route but the health probes needs (Authorization: Bearer TOKEN).
     #[arg(long, env = "D2_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// Start as the Supervisely app (supervisely/config.json): the model comes from the modal's choice in the
+    /// environment (modal.state.*), custom weights from Team Files; TASK_ID becomes the session id.
+    #[arg(long)]
+    supervisely_app: bool,
     /// Secret path prefix (e.g. /s-8f2c41d9e7) under which the API answers without a token: give Supervisely http://HOST/PREFIX as the session URL.
     #[arg(long, env = "D2_PATH_PREFIX", hide_env_values = true)]
     path_prefix: Option<String>,
@@ -117,10 +121,29 @@ async fn run() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("D2_LOG").unwrap_or_else(|_| "info".into()))
         .with_current_span(false)
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
 
     let catalog = Catalog::embedded()?;
+    let mut session_id: Option<i64> = std::env::var("TASK_ID").ok().and_then(|v| v.trim().parse().ok());
+    if args.supervisely_app {
+        let start = sly_app::read_start(&|k| std::env::var(k).ok())?;
+        tracing::info!(task_id = ?start.task_id, team_id = ?start.team_id, choice = ?start.choice, device = %start.device, "starting as a Supervisely app");
+        let registry_dir = args.source.registry.strip_prefix("file://").unwrap_or(&args.source.registry).to_string();
+        if !registry_dir.starts_with("s3://") {
+            std::fs::create_dir_all(&registry_dir).with_context(|| format!("creating the app's registry folder {registry_dir}"))?;
+        }
+        let registry = d2serve_registry::Registry::new(d2serve_registry::open_store(&args.source.registry, &args.source.s3_config()).await?);
+        let work = args.source.cache_dir().join("supervisely-app");
+        let t = std::time::Instant::now();
+        args.default_model = sly_app::prepare_model(&start, &catalog, &registry, &work).await?;
+        tracing::info!(model = %args.default_model, seconds = t.elapsed().as_secs_f64(), "the app's model is ready");
+        args.source.runtime.device = start.device.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        args.supervisely_server.get_or_insert(start.server.clone());
+        args.supervisely_token.get_or_insert(start.token.clone());
+        args.preload = true;
+        session_id = start.task_id;
+    }
     let default_key = catalog.registry_key(&args.default_model);
     let allow = if args.allow_hosts.trim().is_empty() {
         AllowList::default()
@@ -157,7 +180,7 @@ async fn run() -> Result<()> {
         request_timeout: args.request_timeout,
         auth_token: args.auth_token.clone(),
         path_prefix,
-        session_id: std::env::var("TASK_ID").ok().and_then(|v| v.trim().parse().ok()),
+        session_id,
         fault_infer_delay: std::env::var("D2_FAULT_INFER_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis),
     };
     if let Some(d) = cfg.fault_infer_delay {
