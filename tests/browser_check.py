@@ -2,13 +2,14 @@
 """The page at GET / in a real browser (Debian's chromium + chromedriver, driven
 by selenium over WebDriver), against a running serve.
 
-usage: browser_check.py BASE_URL IMAGE BAD_FILE [--screenshot PNG]
+usage: browser_check.py BASE_URL IMAGE BAD_FILE [--image-url URL] [--screenshot PNG]
 
 1. The model list comes from /v1/models (the default model selected).
 2. Choosing IMAGE draws as many instances as the API returns for the same bytes
    and threshold, and the legend counts each class as the API does; the
    Server-Timing breakdown is shown; both download buttons become usable.
 3. Choosing BAD_FILE shows the API's own `detail` for those bytes.
+4. With --image-url, pasting that URL draws what the API answers for {"url": URL}.
 Prints 'BROWSER CHECK: N passed, M failed' last; exits 1 on any failure.
 """
 import argparse
@@ -29,6 +30,7 @@ ap.add_argument("base")
 ap.add_argument("image")
 ap.add_argument("bad_file")
 ap.add_argument("--screenshot")
+ap.add_argument("--image-url")
 args = ap.parse_args()
 BASE = args.base.rstrip("/")
 passed, failed = 0, 0
@@ -109,6 +111,19 @@ try:
     shown = driver.find_element(By.ID, "error").text
     check("a bad file shows the API's detail (%d)" % bad_status, bad_status >= 400 and shown == bad_answer["detail"], "%r vs %r" % (shown, bad_answer.get("detail")))
     check("nothing is left drawn after the error", driver.find_element(By.ID, "canvas").get_attribute("data-instances") == "0")
+    if args.image_url:
+        req = urllib.request.Request("%s/v1/models/%s/predict" % (BASE, urllib.request.quote(key, safe="")),
+                                     data=json.dumps({"url": args.image_url, "settings": {"conf_thres": conf}}).encode(),
+                                     headers={"content-type": "application/json"})
+        url_answer = json.load(urllib.request.urlopen(req, timeout=120))
+        field = driver.find_element(By.ID, "url")
+        field.clear()
+        field.send_keys(args.image_url)
+        driver.find_element(By.ID, "go-url").click()
+        wait.until(lambda d: d.find_element(By.ID, "status").get_attribute("data-state") in ("done", "error"))
+        check("a pasted URL runs the model", driver.find_element(By.ID, "status").get_attribute("data-state") == "done", driver.find_element(By.ID, "error").text)
+        drawn = int(driver.find_element(By.ID, "canvas").get_attribute("data-instances"))
+        check("a pasted URL draws what the API answers", drawn == len(url_answer["annotation"]["objects"]), drawn)
     logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "predict" not in e["message"]]
     check("no script errors in the console", not logs, logs)
 finally:

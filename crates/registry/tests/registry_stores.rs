@@ -123,6 +123,11 @@ fn local() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_folder_registry() {
     let (tmp, store) = local();
+    // A folder that is not there is an outage for a reader (unmounted, removed), not an
+    // empty registry: serving must not answer "not published" for it. Publishing creates it.
+    let err = Registry::new(store.clone()).index().await.unwrap_err().to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    std::fs::create_dir_all(tmp.path().join("registry")).unwrap();
     publish_read_back_and_roll_back(store.clone()).await;
     conditional_writes_are_honoured(store.clone()).await;
     // No temporary or partial files remain visible.

@@ -2,7 +2,8 @@
 //! driven over WebDriver by selenium (`tests/browser_check.py`; both installed by
 //! scripts/setup-test-env.sh). A fixture photo chosen in the page must draw as
 //! many instances as the API returns for the same bytes, with the same classes
-//! in the legend; a file that is not an image must show the API's own detail.
+//! in the legend; a file that is not an image must show the API's own detail;
+//! a pasted URL must draw what the API answers for that URL.
 
 mod common;
 
@@ -25,7 +26,17 @@ async fn the_page_draws_what_the_api_answers() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let reg = local_registry(tmp.path()).await;
-    let s = start_serve(tmp.path(), &reg, &[], &[]).await;
+    // Pasted URLs point at a loopback file server: opened explicitly, as a deployment would open its hosts.
+    let s = start_serve(tmp.path(), &reg, &["--allow-hosts", "127.0.0.1"], &[]).await;
+    let port = free_port();
+    let mut files = std::process::Command::new(&python)
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+        .current_dir(fixtures().join("images"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let bad = tmp.path().join("notes.txt");
     std::fs::write(&bad, "this is a text file, not a photo\n").unwrap();
     let out = tokio::process::Command::new(&python)
@@ -33,9 +44,11 @@ async fn the_page_draws_what_the_api_answers() {
         .arg(&s.base)
         .arg(fixtures().join("images/astronaut.png"))
         .arg(&bad)
+        .args(["--image-url", &format!("http://127.0.0.1:{port}/chelsea.png")])
         .output()
         .await
         .unwrap();
+    let _ = files.kill();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("BROWSER CHECK:") && text.contains(" 0 failed"), "the browser check failed:\n{text}");

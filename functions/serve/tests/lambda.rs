@@ -54,6 +54,9 @@ async fn lambda_events_drive_the_same_router() {
         function_url_event("POST", "/v1/models/r50-fpn-3x/predict", &png, "image/png", true),
         function_url_event("POST", "/inference_image_url", b"{not json", "application/json", false),
         api_gateway_v1_event("/get_custom_inference_settings", "{}"),
+        // The page and the contract behind the Function URL too.
+        function_url_event("GET", "/", b"", "text/plain", false),
+        function_url_event("GET", "/openapi.json", b"", "text/plain", false),
     ];
     let api = MockLambdaRuntime::start("serve", events);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_serve"))
@@ -72,7 +75,7 @@ async fn lambda_events_drive_the_same_router() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while api.responses.lock().unwrap().len() < 4 {
+    while api.responses.lock().unwrap().len() < 6 {
         assert!(Instant::now() < deadline, "lambda answered {:?}", api.responses.lock().unwrap());
         assert!(child.try_wait().unwrap().is_none(), "serve exited under Lambda: {}", std::fs::read_to_string(tmp.path().join("lambda.log")).unwrap_or_default());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -99,6 +102,13 @@ async fn lambda_events_drive_the_same_router() {
     assert_eq!(body(r2)["error"], "bad_json");
     assert_eq!(r3["statusCode"], 200);
     assert!(body(r3)["settings"].as_str().unwrap().contains("conf_thres"));
+    let (r4, r5) = (&responses[4].1, &responses[5].1);
+    assert_eq!(r4["statusCode"], 200, "{r4}");
+    let page = r4["body"].as_str().unwrap();
+    let page = if r4["isBase64Encoded"].as_bool() == Some(true) { String::from_utf8(base64::engine::general_purpose::STANDARD.decode(page).unwrap()).unwrap() } else { page.to_string() };
+    assert!(page.contains("<title>d2serve: try a model</title>") && page.contains("v1/models"), "the page under Lambda");
+    assert_eq!(r5["statusCode"], 200);
+    assert_eq!(body(r5)["openapi"], "3.1.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
