@@ -96,14 +96,13 @@ pub struct Counters {
     pub rejected_timeout: AtomicU64,
     pub rejected_draining: AtomicU64,
     pub cancelled_queued: AtomicU64,
-    pub discarded_running: AtomicU64,
 }
 
 pub struct Admission {
     slots: Arc<Semaphore>,
     limits: Limits,
     waiting: AtomicUsize,
-    running: Arc<AtomicUsize>,
+    running: AtomicUsize,
     draining: AtomicBool,
     /// Mean seconds an admitted inference holds its slot (EWMA, in µs), for Retry-After.
     mean_hold_us: AtomicU64,
@@ -114,14 +113,13 @@ pub struct Admission {
 /// so a request whose client left still holds the slot until its computation ends).
 pub struct Permit {
     _permit: OwnedSemaphorePermit,
-    running: Arc<AtomicUsize>,
     started: Instant,
     admission: Arc<Admission>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::Relaxed);
+        self.admission.running.fetch_sub(1, Ordering::Relaxed);
         let us = self.started.elapsed().as_micros() as u64;
         let old = self.admission.mean_hold_us.load(Ordering::Relaxed);
         let new = if old == 0 { us } else { (old * 7 + us) / 8 };
@@ -150,7 +148,7 @@ impl Admission {
             slots: Arc::new(Semaphore::new(limits.slots.max(1))),
             limits,
             waiting: AtomicUsize::new(0),
-            running: Arc::new(AtomicUsize::new(0)),
+            running: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             mean_hold_us: AtomicU64::new(0),
             counters: Counters::default(),
@@ -206,7 +204,7 @@ impl Admission {
             c.set_stage(Stage::Running);
             c.admitted.store(true, Ordering::Relaxed);
         });
-        Ok(Permit { _permit: permit, running: self.running.clone(), started: Instant::now(), admission: self.clone() })
+        Ok(Permit { _permit: permit, started: Instant::now(), admission: self.clone() })
     }
 
     async fn wait(&self) -> Result<OwnedSemaphorePermit, ApiError> {

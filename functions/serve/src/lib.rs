@@ -510,14 +510,7 @@ fn respond(key: &str, artifact: &str, body: Value, timings: &[(&'static str, f64
 /// What the server runs: model, checkpoint, dataset, classes, device.
 #[utoipa::path(method(get, post), path = "/get_session_info", tag = "supervisely", request_body(content = Option<crate::openapi::SuperviselyRequest>, description = "Optional; `state.model` picks a model other than the default"), responses(
         (status = 200, body = crate::openapi::SessionInfo),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Json<crate::openapi::SessionInfo>, ApiError> {
     let body = parse_body(&body)?;
@@ -594,14 +587,7 @@ async fn class_list(st: &AppState, key: &str) -> Result<Vec<ClassInfo>, ApiError
 /// The model's classes and the confidence tag, as a Supervisely ProjectMeta.
 #[utoipa::path(method(get, post), path = "/get_output_classes_and_tags", tag = "supervisely", request_body(content = Option<crate::openapi::SuperviselyRequest>), responses(
         (status = 200, body = crate::openapi::ProjectMeta),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn output_classes(st: S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     model_meta(st, headers, body).await
@@ -610,14 +596,7 @@ async fn output_classes(st: S, headers: HeaderMap, body: Bytes) -> Result<Respon
 /// The model's classes and the confidence tag, as a Supervisely ProjectMeta (same as `get_output_classes_and_tags`).
 #[utoipa::path(method(get, post), path = "/get_model_meta", tag = "supervisely", request_body(content = Option<crate::openapi::SuperviselyRequest>), responses(
         (status = 200, body = crate::openapi::ProjectMeta),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn model_meta(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
@@ -648,14 +627,7 @@ async fn custom_settings() -> Json<Value> {
 /// Predict on an image fetched from `state.image_url`.
 #[utoipa::path(post, path = "/inference_image_url", tag = "supervisely", request_body(content = crate::openapi::SuperviselyRequest, content_type = "application/json"), responses(
         (status = 200, body = crate::openapi::SuperviselyPrediction, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn inference_image_url(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
@@ -711,14 +683,7 @@ async fn supervisely_image(st: &AppState, body: &Value, headers: &HeaderMap, id:
 /// Predict on Supervisely image `state.image_id` (needs --supervisely-server and a token).
 #[utoipa::path(post, path = "/inference_image_id", tag = "supervisely", request_body(content = crate::openapi::SuperviselyRequest, content_type = "application/json"), responses(
         (status = 200, body = crate::openapi::SuperviselyPrediction, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
@@ -740,14 +705,7 @@ async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Re
 /// Predict on Supervisely images `state.batch_ids` (at most 16).
 #[utoipa::path(post, path = "/inference_batch_ids", tag = "supervisely", request_body(content = crate::openapi::SuperviselyRequest, content_type = "application/json"), responses(
         (status = 200, body = Vec<crate::openapi::SuperviselyPrediction>, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn inference_batch_ids(State(st): S, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
@@ -813,14 +771,7 @@ async fn read_multipart(mut mp: Multipart) -> Result<(Vec<(String, Vec<u8>)>, Va
 /// Predict on an uploaded image (multipart `files`, optional `settings`).
 #[utoipa::path(post, path = "/inference_image", tag = "supervisely", request_body(content = crate::openapi::InferenceForm, content_type = "multipart/form-data"), responses(
         (status = 200, body = crate::openapi::SuperviselyPrediction, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn inference_image(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
     let (mut files, state) = read_multipart(mp).await?;
@@ -836,14 +787,7 @@ async fn inference_image(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
 /// Predict on uploaded images (multipart `files`, up to 16; optional `settings`).
 #[utoipa::path(post, path = "/inference_batch", tag = "supervisely", request_body(content = crate::openapi::InferenceForm, content_type = "multipart/form-data"), responses(
         (status = 200, body = Vec<crate::openapi::SuperviselyPrediction>, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Result<Response, ApiError> {
     let (files, state) = read_multipart(mp).await?;
@@ -869,14 +813,7 @@ async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
 /// The models the registry holds, with dataset, APs and classes.
 #[utoipa::path(get, path = "/v1/models", tag = "native", responses(
         (status = 200, body = crate::openapi::ModelList),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn list_models(State(st): S) -> Result<Json<crate::openapi::ModelList>, ApiError> {
     let index = st.cache.index().await?;
@@ -942,14 +879,7 @@ struct PredictQuery {
     )),
     responses(
         (status = 200, description = "Supervisely (default) or COCO (`format=coco`) form", body = crate::openapi::NativeAnswer, headers(("server-timing" = String, description = "fetch, decode, infer, encode (ms)"), ("x-model" = String, description = "Registry key of the model used"), ("x-model-artifact" = String, description = "sha256 of the artifact that answered"))),
-        (status = 400, description = "Bad input (JSON, fields, settings, image)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "A token is needed (--auth-token)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown or unpublished model", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not an image format the server reads", body = crate::openapi::ErrorBody),
-        (status = "4XX", description = "Other caller errors", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds", body = crate::openapi::ErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
-        (status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)", body = crate::openapi::ErrorBody)
+        crate::openapi::ErrorResponses
 ))]
 async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<PredictQuery>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let key = rest

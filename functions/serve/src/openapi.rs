@@ -24,6 +24,31 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// The error answers every model route may give (each one `ErrorBody`).
+#[derive(utoipa::IntoResponses)]
+pub enum ErrorResponses {
+    #[response(status = 400, description = "Bad input (JSON, fields, settings, image)")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "A token is needed (--auth-token)")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "Unknown or unpublished model")]
+    NotFound(ErrorBody),
+    #[response(status = 413, description = "Body or image too large")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Not an image format the server reads")]
+    UnsupportedImage(ErrorBody),
+    #[response(status = "4XX", description = "Other caller errors")]
+    OtherClientError(ErrorBody),
+    #[response(
+        status = 503,
+        description = "Transient: overloaded, draining, or the registry unreachable with nothing cached; retry after Retry-After seconds",
+        headers(("retry-after" = u64, description = "Seconds to wait"))
+    )]
+    Unavailable(ErrorBody),
+    #[response(status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)")]
+    ServerError(ErrorBody),
+}
+
 /// `is_alive`, `is_running`, `livez`.
 #[derive(Serialize, ToSchema)]
 pub struct Running {

@@ -28,15 +28,7 @@ async fn the_page_draws_what_the_api_answers() {
     let reg = local_registry(tmp.path()).await;
     // Pasted URLs point at a loopback file server: opened explicitly, as a deployment would open its hosts.
     let s = start_serve(tmp.path(), &reg, &["--allow-hosts", "127.0.0.1"], &[]).await;
-    let port = free_port();
-    let mut files = std::process::Command::new(&python)
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-        .current_dir(fixtures().join("images"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let files = serve_fixture_images(&python).await;
     let bad = tmp.path().join("notes.txt");
     std::fs::write(&bad, "this is a text file, not a photo\n").unwrap();
     let out = tokio::process::Command::new(&python)
@@ -44,11 +36,11 @@ async fn the_page_draws_what_the_api_answers() {
         .arg(&s.base)
         .arg(fixtures().join("images/astronaut.png"))
         .arg(&bad)
-        .args(["--image-url", &format!("http://127.0.0.1:{port}/chelsea.png")])
+        .args(["--image-url", &format!("{}/chelsea.png", files.base)])
         .output()
         .await
         .unwrap();
-    let _ = files.kill();
+    drop(files);
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("BROWSER CHECK:") && text.contains(" 0 failed"), "the browser check failed:\n{text}");

@@ -36,24 +36,16 @@ async fn supervisely_sdk_works_unchanged() {
     let session_url = format!("{}/s-5ec2e7", s.base);
     assert_eq!(reqwest::get(format!("{}/get_session_info", s.base)).await.unwrap().status(), 401, "the root asks for the token");
     let images = fixtures().join("images");
-    let port = free_port();
-    let mut files = std::process::Command::new(&python)
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-        .current_dir(&images)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let files = serve_fixture_images(&python).await;
     let out = tokio::process::Command::new(&python)
         .arg(root.join("tests/sdk_client.py"))
         .arg(&session_url)
         .arg(&images)
-        .args(["--url-base", &format!("http://127.0.0.1:{port}")])
+        .args(["--url-base", &files.base])
         .output()
         .await
         .unwrap();
-    let _ = files.kill();
+    drop(files);
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the SDK client failed:\n{text}");

@@ -88,6 +88,11 @@ fn platform_body(command: &str, state: Value, server: &str) -> Value {
     json!({"command": command, "context": {}, "state": state, "user_api_key": TOKEN, "api_token": TOKEN, "instance_type": null, "server_address": server})
 }
 
+/// Post `command` to the app as the platform forwards it.
+async fn command(base: &str, command: &str, state: Value, server: &str) -> reqwest::Response {
+    reqwest::Client::new().post(format!("{base}/{command}")).json(&platform_body(command, state, server)).send().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_weights_from_team_files_are_served_as_the_platform_calls() {
     if !ort_available() {
@@ -105,42 +110,27 @@ async fn custom_weights_from_team_files_are_served_as_the_platform_calls() {
     let registry = format!("file://{}", tmp.path().join("app-registry").display());
     let env = app_env(&server, &[("weightsInitialization", "\"custom\""), ("weightsPath", &format!("\"{WEIGHTS}\"")), ("device", "\"cpu\"")]);
     let s = start_serve(tmp.path(), &registry, &["--supervisely-app"], &env).await;
-    let c = reqwest::Client::new();
-
-    let info: Value = c.post(format!("{}/get_session_info", s.base)).json(&platform_body("get_session_info", json!({}), &server)).send().await.unwrap().json().await.unwrap();
+    let info: Value = command(&s.base, "get_session_info", json!({}), &server).await.json().await.unwrap();
     assert_eq!(info["session_id"], TASK, "{info}");
     assert_eq!(info["model_name"], "supervisely/4242_lemons/model_final", "{info}");
     assert_eq!(info["pretrained_on_dataset"], "custom");
     assert_eq!(info["number_of_classes"], 3);
-    let ready = c.post(format!("{}/is_ready", s.base)).json(&platform_body("is_ready", json!({}), &server)).send().await.unwrap();
+    let ready = command(&s.base, "is_ready", json!({}), &server).await;
     assert_eq!(ready.status(), 200);
 
-    let meta: Value = c.post(format!("{}/get_output_classes_and_tags", s.base)).json(&platform_body("get_output_classes_and_tags", json!({}), &server)).send().await.unwrap().json().await.unwrap();
+    let meta: Value = command(&s.base, "get_output_classes_and_tags", json!({}), &server).await.json().await.unwrap();
     let titles: Vec<&str> = meta["classes"].as_array().unwrap().iter().map(|c| c["title"].as_str().unwrap()).collect();
     assert_eq!(titles, ["kiwi", "lemon", "plum"]);
 
     // The recorded inference_batch_ids body shape, by image id through the stub's images.download.
-    let r = c
-        .post(format!("{}/inference_image_id", s.base))
-        .json(&platform_body("inference_image_id", json!({"image_id": 7, "settings": null}), &server))
-        .send()
-        .await
-        .unwrap();
+    let r = command(&s.base, "inference_image_id", json!({"image_id": 7, "settings": null}), &server).await;
     assert_eq!(r.status(), 200);
     let ann: Value = r.json().await.unwrap();
     assert_eq!(ann["image_id"], 7);
     for o in ann["annotation"]["objects"].as_array().unwrap() {
         assert!(titles.contains(&o["classTitle"].as_str().unwrap()));
     }
-    let batch: Value = c
-        .post(format!("{}/inference_batch_ids", s.base))
-        .json(&platform_body("inference_batch_ids", json!({"dataset_id": 49711, "batch_ids": [7, 7], "settings": null}), &server))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let batch: Value = command(&s.base, "inference_batch_ids", json!({"dataset_id": 49711, "batch_ids": [7, 7], "settings": null}), &server).await.json().await.unwrap();
     assert_eq!(batch.as_array().map(Vec::len), Some(2), "{batch}");
 
     let calls = stub.calls.lock().unwrap().clone();
@@ -170,15 +160,7 @@ async fn a_pretrained_choice_is_served_from_the_registry() {
         ],
     );
     let s = start_serve(tmp.path(), &registry, &["--supervisely-app"], &env).await;
-    let info: Value = reqwest::Client::new()
-        .post(format!("{}/get_session_info", s.base))
-        .json(&platform_body("get_session_info", json!({}), &server))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = command(&s.base, "get_session_info", json!({}), &server).await.json().await.unwrap();
     assert_eq!((info["session_id"].as_i64(), info["model_name"].as_str()), (Some(TASK), Some(KEY)), "{info}");
 }
 

@@ -119,6 +119,34 @@ pub async fn start_serve_model(dir: &Path, registry: &str, model: &str, extra: &
     }
 }
 
+/// The fixture photos over HTTP on loopback (Python's `http.server`), for the
+/// image-URL paths; stopped when dropped.
+pub struct ImageServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, serving `tests/fixtures/images/`.
+    pub base: String,
+}
+
+impl Drop for ImageServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn serve_fixture_images(python: &Path) -> ImageServer {
+    let port = free_port();
+    let child = Command::new(python)
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+        .current_dir(fixtures().join("images"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ImageServer { child, base: format!("http://127.0.0.1:{port}") }
+}
+
 /// Decode a Supervisely bitmap object into (x0, y0, w, h, bits).
 pub fn decode_bitmap(obj: &serde_json::Value) -> (usize, usize, usize, usize, Vec<bool>) {
     let data = obj["bitmap"]["data"].as_str().unwrap();
