@@ -97,7 +97,8 @@ pub async fn run(g: &Global, args: &ImportArgs) -> Result<()> {
         out.join(MANIFEST_FILE).display()
     );
     if let Some(p) = published {
-        println!("  published: artifact {} is now current for `{}`", p.artifact, p.key);
+        let stored = if p.uploaded { "" } else { " (this exact version was already stored)" };
+        println!("  published: version {} is now current for `{}`{stored}", p.artifact, p.key);
     }
     Ok(())
 }

@@ -141,9 +141,9 @@ enum Command {
         annotation: PathBuf,
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// Catalog model whose class colours to use.
-        #[arg(long, default_value = "r50-fpn-3x")]
-        model: String,
+        /// Model whose class colours to use (a catalog model, or one converted into the artifacts folder) [default: the model the reply names, else R50-FPN 3x's when its classes are the reply's, else one palette colour per class].
+        #[arg(long)]
+        model: Option<String>,
     },
     /// Measure cold start and warm latency of a converted model (see docs/BENCHMARKS.md).
     #[command(after_help = "Examples:\n  zoo bench --model r50-fpn-3x --image photo.png --runs 10\n  zoo bench --model r50-fpn-3x --artifact out/r50 --threads 2 --json")]
@@ -446,7 +446,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Convert(args) => convert::convert(g, args),
         Command::Import(args) => import::run(g, args).await,
         Command::Predict(args) => predict::predict(g, args),
-        Command::Draw { image, annotation, out, model } => predict::draw(g, image, annotation, out, model),
+        Command::Draw { image, annotation, out, model } => predict::draw(g, image, annotation, out, model.as_deref()),
         Command::Bench(args) => bench::bench(g, args).await,
         Command::Load(args) => load::run(args).await,
         Command::SuperviselyApp { out, image, check } => supervisely_app(g, out, image, *check),

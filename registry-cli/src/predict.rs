@@ -78,19 +78,37 @@ pub(crate) fn predict(g: &Global, args: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn draw(g: &Global, image: &Path, annotation: &Path, out: &Path, model: &str) -> Result<()> {
+pub(crate) fn draw(g: &Global, image: &Path, annotation: &Path, out: &Path, model: Option<&str>) -> Result<()> {
     let catalog = g.catalog()?;
-    let classes = match catalog.get(model) {
-        Some(entry) => catalog.classes(entry).classes,
-        None => {
-            let key = g.model_key(&catalog, model, None)?;
-            d2serve_registry::Manifest::read(&g.artifacts.join(&key).join(d2serve_registry::manifest::MANIFEST_FILE))?.classes
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(annotation).with_context(|| format!("reading {}", annotation.display()))?)
+        .with_context(|| format!("{} is not JSON", annotation.display()))?;
+    // The colours of --model, else of the model the reply names (native replies
+    // do), else of the default zoo model when the reply's classes are its own;
+    // otherwise each class gets a palette colour of its own.
+    let class_list = |name: &str| -> Result<Vec<d2serve_registry::ClassInfo>> {
+        Ok(match catalog.get(name) {
+            Some(entry) => catalog.classes(entry).classes,
+            None => {
+                let key = g.model_key(&catalog, name, None)?;
+                let path = g.artifacts.join(&key).join(d2serve_registry::manifest::MANIFEST_FILE);
+                d2serve_registry::Manifest::read(&path)
+                    .with_context(|| format!("the class colours of `{key}` are in its converted folder, which is not here; give --model a catalog model or leave it out"))?
+                    .classes
+            }
+        })
+    };
+    let ann = v.get("annotation").cloned().unwrap_or_else(|| v.clone());
+    let classes = match (model, v.get("model").and_then(serde_json::Value::as_str)) {
+        (Some(m), _) => class_list(m)?,
+        (None, Some(named)) => class_list(named).unwrap_or_default(),
+        (None, None) => {
+            let zoo = class_list("r50-fpn-3x").unwrap_or_default();
+            let titles = ann.get("objects").and_then(serde_json::Value::as_array).into_iter().flatten().filter_map(|o| o.get("classTitle").and_then(serde_json::Value::as_str));
+            let all_known = titles.clone().all(|t| zoo.iter().any(|c| c.name == t));
+            if all_known { zoo } else { Vec::new() }
         }
     };
     let mut img = read_image(image)?;
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(annotation).with_context(|| format!("reading {}", annotation.display()))?)
-        .with_context(|| format!("{} is not JSON", annotation.display()))?;
-    let ann = v.get("annotation").cloned().unwrap_or(v);
     let n = supervisely::draw_annotation(&mut img.data, img.height, img.width, &ann, &classes);
     save_png(out, &img)?;
     println!("drew {n} objects on {} -> {}", image.display(), out.display());

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use d2serve_registry::manifest::SourceKind;
 use serde_json::json;
 
 use crate::{Global, RegistryCommand};
@@ -46,7 +47,14 @@ pub(crate) async fn registry_command(g: &Global, cmd: &RegistryCommand) -> Resul
             for (key, e) in &index.models {
                 // The manifest says what the model is: a zoo model or one's own, and its classes.
                 let what = match r.artifact_manifest(key, &e.artifact).await {
-                    Ok(m) => format!("{}, {} classes, {}", m.name, m.classes.len(), if m.dataset == "custom" { "imported" } else { "zoo" }),
+                    Ok(m) => {
+                        let kind = match m.source.kind {
+                            SourceKind::Custom => "imported",
+                            SourceKind::Sample => "sample: random weights",
+                            SourceKind::Zoo => "zoo",
+                        };
+                        format!("{}, {} classes, {kind}", m.name, m.classes.len())
+                    }
                     Err(err) => format!("manifest unreadable: {err}"),
                 };
                 println!("  {key} ({what})\n    current {} ({} bytes, published {})", e.artifact, e.size, e.published_at);

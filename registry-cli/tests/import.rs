@@ -58,3 +58,23 @@ fn an_output_dir_becomes_a_listed_published_predictable_model() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2 classes") && err.contains("NUM_CLASSES = 3"), "{err}");
 }
+
+/// A config, a class list or an image given where the checkpoint goes is named
+/// for what it is, with the argument it belongs to.
+#[test]
+fn a_file_that_is_not_a_checkpoint_is_named_for_what_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = repo_root().join("tests/fixtures/custom_r50_fpn");
+    let out = tmp.path().join("x").display().to_string();
+    for (file, what) in [
+        (run.join("config.yaml"), "is a YAML file, not a checkpoint"),
+        (run.join("model_classes.json"), "is a JSON file, not a checkpoint"),
+        (repo_root().join("tests/fixtures/images/coffee.jpg"), "is an image, not a checkpoint"),
+    ] {
+        let o = zoo(&["import", file.to_str().unwrap(), "--name", "x", "--out", &out], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(what) && err.contains("model_final.pth"), "{err}");
+        assert!(!err.contains("opcode"), "{err}");
+    }
+}

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{text, zoo};
+use d2serve_registry::Registry;
 use d2serve_registry::testing::{MotoServer, fake_artifact};
 
 const KEY: &str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x";
@@ -12,9 +13,12 @@ fn publish_and_list(to: &str, envs: &[(&str, &str)], extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let artifacts = tmp.path().join("artifacts");
     // The default artifact folder is ARTIFACTS/KEY, where `zoo convert` writes.
-    let m1 = fake_artifact(&artifacts.join(KEY), KEY, 5_000, 1);
+    fake_artifact(&artifacts.join(KEY), KEY, 5_000, 1);
     let other = tmp.path().join("other");
-    let m2 = fake_artifact(&other, KEY, 6_000, 2);
+    fake_artifact(&other, KEY, 6_000, 2);
+    // Version ids: the sha256 of each manifest.
+    let id1 = Registry::check_artifact_dir(&artifacts.join(KEY), KEY).unwrap().1;
+    let id2 = Registry::check_artifact_dir(&other, KEY).unwrap().1;
     let a = artifacts.display().to_string();
     let mut envs = envs.to_vec();
     envs.push(("ZOO_ARTIFACTS", &a));
@@ -27,31 +31,31 @@ fn publish_and_list(to: &str, envs: &[(&str, &str)], extra: &[&str]) {
 
     let out = run(&["publish", "r50-fpn-3x", "--to", to]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&m1.artifact.sha256));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id1));
 
     let o = other.display().to_string();
     let out = run(&["publish", KEY, "--artifact", &o, "--to", to, "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(p["artifact"], m2.artifact.sha256);
-    assert_eq!(p["previous"], m1.artifact.sha256);
+    assert_eq!(p["artifact"], id2);
+    assert_eq!(p["previous"], id1);
 
     let out = run(&["registry", "ls", "--registry", to, "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ls["index"]["models"][KEY]["artifact"], m2.artifact.sha256);
+    assert_eq!(ls["index"]["models"][KEY]["artifact"], id2);
     assert_eq!(ls["artifacts"].as_array().unwrap().len(), 2);
 
     let out = run(&["registry", "ls", "--registry", to]);
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains(KEY) && s.contains(&format!("current {}", m2.artifact.sha256)), "{s}");
+    assert!(s.contains(KEY) && s.contains(&format!("current {}", id2)), "{s}");
 
     // Roll back through the index.
-    let out = run(&["registry", "set", KEY, &m1.artifact.sha256, "--registry", to]);
+    let out = run(&["registry", "set", KEY, &id1, "--registry", to]);
     assert!(out.status.success(), "{}", text(&out));
     let out = run(&["registry", "ls", "--registry", to, "--json"]);
     let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ls["index"]["models"][KEY]["artifact"], m1.artifact.sha256);
+    assert_eq!(ls["index"]["models"][KEY]["artifact"], id1);
 
     // Publishing a model with no converted artifact says what to do.
     let out = run(&["publish", "r50-c4-1x", "--to", to]);

@@ -97,6 +97,18 @@ pub fn find_classes(checkpoint: &Path) -> Option<PathBuf> {
 /// Import one checkpoint into `out_dir` (`model.onnx` + `manifest.json`).
 pub fn import_checkpoint(req: &ImportRequest, catalog: &Catalog, out_dir: &Path, opts: &ConvertOptions) -> Result<Imported, ImportError> {
     check_model_name(&req.name, catalog)?;
+    // The weights first: a config or an image given in their place is said as such,
+    // before any search for a config beside it.
+    let bytes = std::fs::read(&req.checkpoint).map_err(|source| ConvertError::Io { path: req.checkpoint.display().to_string(), source })?;
+    // Asked only when no reader takes the file: a protocol-0 pickle is text too.
+    let mut ckpt = read_any_checkpoint(&bytes).map_err(|e| match not_a_checkpoint(&bytes) {
+        Some(what) => ImportError::Usage(format!(
+            "{} is {what}, not a checkpoint: the first argument is the weights (model_final.pth, a .pkl){}",
+            req.checkpoint.display(),
+            if what == "an image" { "" } else { "; a config goes to --config, class names to --classes" }
+        )),
+        None => ConvertError::from(e).into(),
+    })?;
     let config_path = match &req.config {
         Some(p) => p.clone(),
         None => find_config(&req.checkpoint).ok_or_else(|| {
@@ -132,14 +144,38 @@ pub fn import_checkpoint(req: &ImportRequest, catalog: &Catalog, out_dir: &Path,
         )));
     }
 
-    let bytes = std::fs::read(&req.checkpoint).map_err(|source| ConvertError::Io { path: req.checkpoint.display().to_string(), source })?;
-    let mut ckpt = read_any_checkpoint(&bytes).map_err(ConvertError::from)?;
     drop_non_weights(&mut ckpt, &spec, &mut notes);
     check_weights(&spec, &ckpt)?;
 
     let desc = ModelDescription { key: req.name.clone(), name: req.name.clone(), spec, classes, origin: Origin::Custom };
     let manifest = write_artifact(&desc, ckpt, &source_info(&req.checkpoint, &bytes), out_dir, opts)?;
     Ok(Imported { manifest, config: config_path, classes: classes_path, notes })
+}
+
+/// What a file that no checkpoint reader takes plainly is instead (a config,
+/// a class list, an image): said by name instead of as a pickle error.
+fn not_a_checkpoint(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.is_empty() {
+        return Some("empty");
+    }
+    if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+        return None;
+    }
+    if bytes.starts_with(b"\x89PNG") || bytes.starts_with(b"\xff\xd8\xff") || bytes.starts_with(b"GIF8") || bytes.starts_with(b"BM") {
+        return Some("an image");
+    }
+    let text = std::str::from_utf8(&bytes[..bytes.len().min(4096)]).ok().or_else(|| {
+        // A multi-byte character cut at the 4096th byte is still text.
+        std::str::from_utf8(&bytes[..bytes.len().min(4093)]).ok()
+    })?;
+    let start = text.trim_start();
+    Some(if start.starts_with('{') || start.starts_with('[') {
+        "a JSON file"
+    } else if start.contains(':') {
+        "a YAML file"
+    } else {
+        "a text file"
+    })
 }
 
 /// Buffers that old Detectron2 versions saved with the weights but that are
@@ -248,4 +284,23 @@ pub fn check_weights(spec: &ModelSpec, ckpt: &Checkpoint<'_>) -> Result<(), Impo
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_a_checkpoint;
+
+    #[test]
+    fn files_given_as_the_checkpoint_are_named_by_what_they_are() {
+        assert_eq!(not_a_checkpoint(b"MODEL:\n  WEIGHTS: x\n"), Some("a YAML file"));
+        assert_eq!(not_a_checkpoint(b"  {\"classes\": []}"), Some("a JSON file"));
+        assert_eq!(not_a_checkpoint(b"[\"lemon\"]"), Some("a JSON file"));
+        assert_eq!(not_a_checkpoint(b"lemon\nlime\n"), Some("a text file"));
+        assert_eq!(not_a_checkpoint(b"\x89PNG\r\n\x1a\n...."), Some("an image"));
+        assert_eq!(not_a_checkpoint(b"\xff\xd8\xff\xe0"), Some("an image"));
+        assert_eq!(not_a_checkpoint(b""), Some("empty"));
+        // Zip and binary pickle openings are the readers' to judge.
+        assert_eq!(not_a_checkpoint(b"PK\x03\x04rest"), None);
+        assert_eq!(not_a_checkpoint(b"\x80\x02}q\x00"), None);
+    }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use d2serve_registry::hashing::{sha256_bytes, sha256_file};
 use d2serve_registry::manifest::{MANIFEST_FILE, MODEL_FILE, Manifest};
+use d2serve_registry::registry::StoredManifest;
 use d2serve_registry::{Index, Registry, RegistryError};
 
 use crate::pipeline::LoadedModel;
@@ -102,7 +103,7 @@ pub struct ModelCache {
     index_ttl: Duration,
     index: tokio::sync::Mutex<IndexState>,
     status: Mutex<IndexStatus>,
-    manifests: Mutex<HashMap<(String, String), Manifest>>,
+    manifests: Mutex<HashMap<(String, String), StoredManifest>>,
     loaded: Mutex<HashMap<String, Entry>>,
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub stats: Mutex<CacheStats>,
@@ -200,9 +201,12 @@ impl ModelCache {
         }
     }
 
-    /// The file keeping the last index read from this registry.
+    /// The file keeping the last index read from this registry. It is named by
+    /// what the registry points to, not by how it was typed: `registry` in
+    /// another folder is another registry, whose outage must not be answered
+    /// with this one's models.
     fn persisted_index_path(&self) -> PathBuf {
-        let id = sha256_bytes(self.registry.location().as_bytes());
+        let id = sha256_bytes(self.registry.identity().as_bytes());
         self.dir.join(".index").join(format!("{}.json", &id[..16]))
     }
 
@@ -232,31 +236,55 @@ impl ModelCache {
     }
 
     /// The manifest of stored artifact `artifact` of `key`: from memory, the
-    /// cache folder, or the registry (then kept in both). Artifacts are
-    /// immutable, so a manifest read once stays true.
+    /// cache folder, or the registry (then kept in both).
     pub async fn manifest(&self, key: &str, artifact: &str) -> Result<Manifest, LoadError> {
+        Ok(self.stored_manifest(key, artifact).await?.manifest)
+    }
+
+    /// A version id is the sha256 of its manifest, so a cached copy that hashes
+    /// to it is that version's manifest whichever registry left it, and one that
+    /// does not is never served. A legacy id (the graph's sha256) cannot vouch
+    /// for the manifest: another registry may have described the same graph
+    /// otherwise (a sample published over a zoo copy), so the registry is asked
+    /// and its answer replaces the cached copy; that copy serves only while the
+    /// registry cannot be read.
+    async fn stored_manifest(&self, key: &str, artifact: &str) -> Result<StoredManifest, LoadError> {
         let id = (key.to_string(), artifact.to_string());
         if let Some(m) = lock(&self.manifests).get(&id) {
             return Ok(m.clone());
         }
         let local = self.dir.join(key).join(artifact).join(MANIFEST_FILE);
-        let manifest = match Manifest::read(&local).ok().filter(|m| m.key == key && m.artifact.sha256 == artifact) {
-            Some(m) => m,
-            None => {
-                let m = self.registry.artifact_manifest(key, artifact).await.map_err(|e| self.registry_error(key, e))?;
-                if let Err(e) = d2serve_registry::atomic::write(&local, m.to_json().as_bytes()) {
-                    tracing::warn!(path = %local.display(), error = %e, "cannot keep the manifest in the cache folder");
+        let cached = std::fs::read(&local)
+            .ok()
+            .and_then(|b| StoredManifest::check(key, artifact, b.into(), &local.display().to_string()).ok());
+        let stored = match cached {
+            Some(m) if !m.legacy => m,
+            cached => match self.registry.stored_manifest(key, artifact).await {
+                Ok(m) => {
+                    if cached.as_ref().map(|c| &c.bytes) != Some(&m.bytes) {
+                        if cached.is_some() {
+                            tracing::warn!(model = %key, artifact = %artifact, path = %local.display(), "the cached manifest differs from the registry's; replaced");
+                        }
+                        if let Err(e) = d2serve_registry::atomic::write(&local, &m.bytes) {
+                            tracing::warn!(path = %local.display(), error = %e, "cannot keep the manifest in the cache folder");
+                        }
+                    }
+                    m
                 }
-                m
-            }
+                Err(e) => match (self.registry_error(key, e), cached) {
+                    // Not remembered: once the registry answers, it is asked again.
+                    (LoadError::Unavailable(_), Some(m)) => return Ok(m),
+                    (err, _) => return Err(err),
+                },
+            },
         };
-        lock(&self.manifests).insert(id, manifest.clone());
-        Ok(manifest)
+        lock(&self.manifests).insert(id, stored.clone());
+        Ok(stored)
     }
 
     fn lookup(&self, key: &str, artifact: &str) -> Option<Arc<LoadedModel>> {
         let mut loaded = lock(&self.loaded);
-        loaded.get_mut(key).filter(|e| e.model.manifest.artifact.sha256 == artifact).map(|e| {
+        loaded.get_mut(key).filter(|e| e.model.version == artifact).map(|e| {
             e.last_used = Instant::now();
             e.model.clone()
         })
@@ -291,7 +319,7 @@ impl ModelCache {
         let model = Arc::new(model);
         let mut loaded = lock(&self.loaded);
         if let Some(old) = loaded.insert(key.to_string(), Entry { model: model.clone(), last_used: Instant::now() }) {
-            tracing::info!(model = %key, from = %old.model.manifest.artifact.sha256, to = %artifact, "serving a new artifact");
+            tracing::info!(model = %key, from = %old.model.version, to = %artifact, "serving a new artifact");
         }
         let evicted = evict(&mut loaded, &self.limits, key);
         let mut stats = lock(&self.stats);
@@ -304,14 +332,15 @@ impl ModelCache {
     async fn load(&self, key: &str, artifact: &str) -> Result<(LoadedModel, LoadTimings), LoadError> {
         let mut timings = LoadTimings::default();
         let t = Instant::now();
-        let manifest = self.manifest(key, artifact).await?;
+        let stored = self.stored_manifest(key, artifact).await?;
+        let graph_sha = stored.manifest.artifact.sha256.clone();
         let dir = self.dir.join(key).join(artifact);
         let path = dir.join(MODEL_FILE);
-        // A cached file is used only if its bytes hash to its name; else it is
+        // A cached graph is used only if its bytes hash to what the manifest says; else it is
         // deleted and fetched again, never loaded.
         if path.is_file() {
             let tv = Instant::now();
-            if let Err(actual) = verify(&path, artifact).await? {
+            if let Err(actual) = verify(&path, &graph_sha).await? {
                 tracing::warn!(model = %key, artifact = %artifact, actual = %actual, path = %path.display(), "the cached artifact is corrupt; deleted, fetching it again");
                 let _ = std::fs::remove_file(&path);
                 lock(&self.stats).corrupt_refetches += 1;
@@ -320,7 +349,7 @@ impl ModelCache {
         }
         if !path.is_file() {
             std::fs::create_dir_all(&dir).map_err(|e| LoadError::Io(format!("{}: {e}", dir.display())))?;
-            if let Err(e) = self.registry.download_artifact(key, artifact, &manifest, &dir).await {
+            if let Err(e) = self.registry.download_artifact(key, artifact, &stored, &dir).await {
                 // A folder registry that vanished reads as a missing file: an outage, not a broken artifact.
                 return Err(match self.registry.store().check_present().await {
                     Err(gone) => LoadError::Unavailable(gone.to_string()),
@@ -329,9 +358,9 @@ impl ModelCache {
             }
             timings.fetch_s = t.elapsed().as_secs_f64();
             let tv = Instant::now();
-            if let Err(actual) = verify(&path, artifact).await? {
+            if let Err(actual) = verify(&path, &graph_sha).await? {
                 let _ = std::fs::remove_file(&path);
-                return Err(LoadError::Corrupt { key: key.to_string(), detail: format!("its model.onnx hashes to {actual}, not {artifact}") });
+                return Err(LoadError::Corrupt { key: key.to_string(), detail: format!("its model.onnx hashes to {actual}, not {graph_sha}") });
             }
             timings.verify_s = tv.elapsed().as_secs_f64();
         }
@@ -343,8 +372,8 @@ impl ModelCache {
             .await
             .map_err(|e| LoadError::Io(e.to_string()))??;
         timings.session_s = t.elapsed().as_secs_f64();
-        let bytes = manifest.artifact.size;
-        Ok((LoadedModel::new(manifest, model, bytes), timings))
+        let bytes = stored.manifest.artifact.size;
+        Ok((LoadedModel::new(stored.manifest, artifact.to_string(), model, bytes), timings))
     }
 
     /// Whether a request for `key` can be answered now: it is loaded, or its
@@ -380,14 +409,14 @@ impl ModelCache {
     }
 }
 
-/// Ok(Ok) when `path` hashes to `artifact`, Ok(Err(actual)) when not.
-async fn verify(path: &Path, artifact: &str) -> Result<Result<(), String>, LoadError> {
+/// Ok(Ok) when `path` hashes to `sha`, Ok(Err(actual)) when not.
+async fn verify(path: &Path, sha: &str) -> Result<Result<(), String>, LoadError> {
     let p = path.to_path_buf();
-    let sha = tokio::task::spawn_blocking(move || sha256_file(&p))
+    let actual = tokio::task::spawn_blocking(move || sha256_file(&p))
         .await
         .map_err(|e| LoadError::Io(e.to_string()))?
         .map_err(|e| LoadError::Io(format!("{}: {e}", path.display())))?;
-    Ok(if sha == artifact { Ok(()) } else { Err(sha) })
+    Ok(if actual == sha { Ok(()) } else { Err(actual) })
 }
 
 /// Drop least-recently-used models (never `keep`) until within limits.

@@ -82,14 +82,18 @@ pub enum PredictError {
 /// A converted model ready to answer.
 pub struct LoadedModel {
     pub manifest: Manifest,
+    /// The artifact's version id (the registry's folder name; the sha256 of its
+    /// manifest): what answers name as the artifact that computed them.
+    pub version: String,
     pub file_bytes: u64,
     model: Mutex<Model>,
 }
 
 impl LoadedModel {
-    pub fn new(manifest: Manifest, model: Model, file_bytes: u64) -> Self {
+    pub fn new(manifest: Manifest, version: String, model: Model, file_bytes: u64) -> Self {
         Self {
             manifest,
+            version,
             file_bytes,
             model: Mutex::new(model),
         }
@@ -113,13 +117,14 @@ impl LoadedModel {
 
     /// Load a converted folder (`model.onnx` + `manifest.json`) directly.
     pub fn open(dir: &std::path::Path, opts: &crate::runtime::SessionOptions) -> Result<Self, RuntimeError> {
-        let manifest = Manifest::read(&dir.join(d2serve_registry::manifest::MANIFEST_FILE)).map_err(|e| RuntimeError::Model {
-            path: dir.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        let path = dir.join(d2serve_registry::manifest::MANIFEST_FILE);
+        let unreadable = |detail: String| RuntimeError::Model { path: dir.display().to_string(), detail };
+        let bytes = std::fs::read(&path).map_err(|e| unreadable(format!("{}: {e}", path.display())))?;
+        let manifest = Manifest::from_slice(&bytes, &path.display().to_string()).map_err(|e| unreadable(e.to_string()))?;
+        let version = Manifest::version_id(&bytes);
         let model = Model::load(&dir.join(d2serve_registry::manifest::MODEL_FILE), opts)?;
-        let bytes = manifest.artifact.size;
-        Ok(Self::new(manifest, model, bytes))
+        let size = manifest.artifact.size;
+        Ok(Self::new(manifest, version, model, size))
     }
 
     pub fn class_names(&self) -> impl Iterator<Item = &str> {

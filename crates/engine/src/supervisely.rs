@@ -150,6 +150,9 @@ pub fn decode_bitmap(obj: &Value) -> Option<RegionMask> {
 pub fn draw_annotation(rgb: &mut [u8], height: usize, width: usize, ann: &Value, classes: &[ClassInfo]) -> usize {
     let objects = ann.get("objects").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut decoded = Vec::new();
+    // A title the class list does not name (a model of one's own drawn without
+    // its classes) still gets a colour of its own, by order of appearance.
+    let mut unnamed: Vec<String> = Vec::new();
     for o in &objects {
         let Some(mask) = decode_bitmap(o) else { continue };
         let title = o.get("classTitle").and_then(Value::as_str).unwrap_or("?").to_string();
@@ -159,7 +162,16 @@ pub fn draw_annotation(rgb: &mut [u8], height: usize, width: usize, ann: &Value,
             .and_then(|t| t.iter().find(|t| t["name"] == CONFIDENCE_TAG))
             .and_then(|t| t["value"].as_f64())
             .unwrap_or(0.0) as f32;
-        let color = classes.iter().find(|c| c.name == title).map_or([255, 0, 0], |c| c.color);
+        let color = match classes.iter().find(|c| c.name == title) {
+            Some(c) => c.color,
+            None => {
+                let i = unnamed.iter().position(|t| *t == title).unwrap_or_else(|| {
+                    unnamed.push(title.clone());
+                    unnamed.len() - 1
+                });
+                d2serve_registry::classes::palette_color(i)
+            }
+        };
         decoded.push((title, score, color, mask));
     }
     let drawn: Vec<crate::overlay::Drawn<'_>> = decoded
@@ -224,5 +236,22 @@ mod tests {
         assert_eq!(m["classes"][0]["color"], "#DC143C");
         assert_eq!(m["classes"].as_array().unwrap().len(), 8);
         assert_eq!(m["tags"][0]["value_type"], "any_number");
+    }
+
+    /// Classes the list does not name (a model of one's own drawn without its
+    /// classes) get a palette colour each, not one red for all.
+    #[test]
+    fn unnamed_classes_are_drawn_in_distinct_colours() {
+        let (h, w) = (80, 160);
+        let left = full_to_tight(h, w, |_, c| c < 60);
+        let right = full_to_tight(h, w, |_, c| c >= 100);
+        let ann = annotation(h, w, vec![object("kiwi", 0.9, &left), object("lemon", 0.8, &right)]);
+        let mut rgb = vec![0u8; h * w * 3];
+        assert_eq!(draw_annotation(&mut rgb, h, w, &ann, &[]), 2);
+        let pixel = |r: usize, c: usize| [rgb[(r * w + c) * 3], rgb[(r * w + c) * 3 + 1], rgb[(r * w + c) * 3 + 2]];
+        // The mask interiors, away from outlines and labels.
+        let (a, b) = (pixel(60, 30), pixel(60, 130));
+        assert_ne!(a, [0, 0, 0]);
+        assert_ne!(a, b, "two classes, two colours");
     }
 }

@@ -169,6 +169,15 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The version id of an artifact described by these manifest bytes: their
+    /// sha256. The manifest names the graph's sha256, so the id covers both the
+    /// graph and everything the manifest says (classes, colours, kind,
+    /// thresholds, resize): any change that can change an answer is a new
+    /// version, never "already stored".
+    pub fn version_id(manifest_bytes: &[u8]) -> String {
+        crate::hashing::sha256_bytes(manifest_bytes)
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("manifests serialize") + "\n"
     }

@@ -4,9 +4,22 @@
 //! Layout (the same in a folder and in a bucket):
 //! ```text
 //! index.json
-//! models/<key>/<artifact sha256>/model.onnx
-//! models/<key>/<artifact sha256>/manifest.json
+//! models/<key>/<version id>/model.onnx
+//! models/<key>/<version id>/manifest.json
 //! ```
+//! A version id is the sha256 of the artifact's `manifest.json` bytes
+//! ([`Manifest::version_id`]); the manifest names the sha256 of `model.onnx`, so
+//! the id covers the graph and every word of the manifest. Re-publishing the
+//! same graph with other class names, colours, source kind or thresholds is a
+//! new version that becomes current (and can be rolled back), never "already
+//! stored".
+//!
+//! Registries written before (index format 1) named a folder by the sha256 of
+//! `model.onnx` alone. Those folders are still read and served as they are
+//! ("legacy" versions: their manifest cannot be checked against the id, so
+//! readers re-read it from the registry rather than trusting a cached copy);
+//! the next publish of a model writes it under its version id.
+//!
 //! An artifact is immutable once written (created only if absent) and is
 //! complete before the index names it (model first, manifest last, index after),
 //! so a reader that follows the index never sees a half-written artifact. The
@@ -28,6 +41,8 @@ use crate::store::{CondPut, ObjectStore, StoreError};
 pub const INDEX_KEY: &str = "index.json";
 const MODELS_PREFIX: &str = "models/";
 const MAX_INDEX_ATTEMPTS: u32 = 50;
+/// Index format this build writes (1: ids were the graph's sha256; 2: version ids).
+pub const INDEX_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Index {
@@ -38,7 +53,8 @@ pub struct Index {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IndexEntry {
-    /// sha256 of `model.onnx`, also its folder name.
+    /// The version id (sha256 of `manifest.json`), also its folder name; in a
+    /// legacy entry (index format 1), the sha256 of `model.onnx`.
     pub artifact: String,
     pub size: u64,
     /// RFC 3339.
@@ -86,6 +102,35 @@ pub struct Published {
     pub previous: Option<String>,
 }
 
+/// A stored artifact's manifest, with the exact bytes its version id hashes.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub manifest: Manifest,
+    pub bytes: Bytes,
+    /// A folder named by the graph's sha256 (index format 1): the manifest
+    /// bytes cannot be checked against the id.
+    pub legacy: bool,
+}
+
+impl StoredManifest {
+    /// Check manifest bytes read for version `artifact` of `key`: they hash to
+    /// the id, or (a legacy folder) describe a graph whose sha256 is the id.
+    pub fn check(key: &str, artifact: &str, bytes: Bytes, origin: &str) -> Result<Self, String> {
+        let manifest = Manifest::from_slice(&bytes, origin).map_err(|e| e.to_string())?;
+        if manifest.key != key {
+            return Err(format!("described by the manifest of `{}`", manifest.key));
+        }
+        let legacy = if Manifest::version_id(&bytes) == artifact {
+            false
+        } else if manifest.artifact.sha256 == artifact {
+            true
+        } else {
+            return Err("described by a manifest of another artifact".into());
+        };
+        Ok(Self { manifest, bytes, legacy })
+    }
+}
+
 /// One artifact found in the store.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StoredArtifact {
@@ -127,6 +172,11 @@ impl Registry {
         self.store.location()
     }
 
+    /// Who the registry is, however it was named ([`ObjectStore::identity`]).
+    pub fn identity(&self) -> String {
+        self.store.identity()
+    }
+
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
@@ -136,7 +186,7 @@ impl Registry {
         match self.store.get(INDEX_KEY).await? {
             None => Ok((
                 Index {
-                    format: 1,
+                    format: INDEX_FORMAT,
                     models: BTreeMap::new(),
                 },
                 None,
@@ -171,6 +221,8 @@ impl Registry {
         for attempt in 0..MAX_INDEX_ATTEMPTS {
             let (mut index, version) = self.read_index().await?;
             let result = change(&mut index)?;
+            // Entries of both formats are read; what is written now is format 2.
+            index.format = INDEX_FORMAT;
             let body = Bytes::from(serde_json::to_vec_pretty(&index).expect("index serializes"));
             match self.store.put_if(INDEX_KEY, body, version.as_ref()).await? {
                 CondPut::Written(_) => return Ok(result),
@@ -184,8 +236,9 @@ impl Registry {
         Err(RegistryError::Contention(self.location()))
     }
 
-    /// Check a converted folder (`model.onnx` + `manifest.json`) and return its manifest.
-    pub fn check_artifact_dir(dir: &Path, key: &str) -> Result<Manifest, RegistryError> {
+    /// Check a converted folder (`model.onnx` + `manifest.json`) and return its
+    /// manifest and version id.
+    pub fn check_artifact_dir(dir: &Path, key: &str) -> Result<(Manifest, String), RegistryError> {
         let model = dir.join(MODEL_FILE);
         let manifest_path = dir.join(MANIFEST_FILE);
         for p in [&model, &manifest_path] {
@@ -196,7 +249,11 @@ impl Registry {
                 )));
             }
         }
-        let manifest = Manifest::read(&manifest_path)?;
+        let manifest_bytes = std::fs::read(&manifest_path).map_err(|source| RegistryError::Io {
+            path: manifest_path.display().to_string(),
+            source,
+        })?;
+        let manifest = Manifest::from_slice(&manifest_bytes, &manifest_path.display().to_string())?;
         if manifest.key != key {
             return Err(RegistryError::InvalidArtifact(format!(
                 "{} describes `{}`, not `{key}`",
@@ -215,15 +272,15 @@ impl Registry {
                 manifest.artifact.sha256
             )));
         }
-        Ok(manifest)
+        Ok((manifest, Manifest::version_id(&manifest_bytes)))
     }
 
     /// Upload an artifact folder and make it the current artifact of `key`.
     pub async fn publish(&self, key: &str, dir: &Path) -> Result<Published, RegistryError> {
-        let manifest = Self::check_artifact_dir(dir, key)?;
-        let sha = manifest.artifact.sha256.clone();
+        let (manifest, sha) = Self::check_artifact_dir(dir, key)?;
         let prefix = artifact_prefix(key, &sha);
-        // Model first, manifest last: a manifest marks a complete artifact.
+        // Model first, manifest last: a manifest marks a complete artifact. The
+        // manifest's exact bytes are uploaded: they are what the id hashes.
         let uploaded = self
             .store
             .create_from_file(&format!("{prefix}{MODEL_FILE}"), &dir.join(MODEL_FILE))
@@ -264,6 +321,11 @@ impl Registry {
 
     /// The manifest of a stored artifact.
     pub async fn artifact_manifest(&self, key: &str, artifact: &str) -> Result<Manifest, RegistryError> {
+        Ok(self.stored_manifest(key, artifact).await?.manifest)
+    }
+
+    /// The manifest of a stored artifact with its bytes, checked against the version id.
+    pub async fn stored_manifest(&self, key: &str, artifact: &str) -> Result<StoredManifest, RegistryError> {
         let path = format!("{}{MANIFEST_FILE}", artifact_prefix(key, artifact));
         let broken = |what: String| RegistryError::BrokenArtifact {
             location: self.location(),
@@ -276,15 +338,19 @@ impl Registry {
             .get(&path)
             .await?
             .ok_or_else(|| broken("missing its manifest".into()))?;
-        let manifest = Manifest::from_slice(&obj.bytes, &path)?;
-        if manifest.artifact.sha256 != artifact || manifest.key != key {
-            return Err(broken("described by a manifest of another artifact".into()));
-        }
-        Ok(manifest)
+        // A manifest this build cannot read (a newer format) is refused as such.
+        Manifest::from_slice(&obj.bytes, &path)?;
+        StoredManifest::check(key, artifact, obj.bytes, &path).map_err(broken)
     }
 
     /// The current manifest of `key`.
     pub async fn current(&self, key: &str) -> Result<(IndexEntry, Manifest), RegistryError> {
+        let (entry, stored) = self.current_stored(key).await?;
+        Ok((entry, stored.manifest))
+    }
+
+    /// The current manifest of `key`, with its bytes.
+    pub async fn current_stored(&self, key: &str) -> Result<(IndexEntry, StoredManifest), RegistryError> {
         let index = self.index().await?;
         let entry = index
             .models
@@ -294,22 +360,22 @@ impl Registry {
                 location: self.location(),
                 key: key.to_string(),
             })?;
-        let manifest = self.artifact_manifest(key, &entry.artifact).await?;
+        let manifest = self.stored_manifest(key, &entry.artifact).await?;
         Ok((entry, manifest))
     }
 
     /// Download the current artifact of `key` into `dest_dir` without hashing it
     /// (the caller verifies, e.g. to time that stage); returns its index entry and manifest.
-    pub async fn download_current(&self, key: &str, dest_dir: &Path) -> Result<(IndexEntry, Manifest), RegistryError> {
-        let (entry, manifest) = self.current(key).await?;
+    pub async fn download_current(&self, key: &str, dest_dir: &Path) -> Result<(IndexEntry, StoredManifest), RegistryError> {
+        let (entry, manifest) = self.current_stored(key).await?;
         self.download_artifact(key, &entry.artifact, &manifest, dest_dir).await?;
         Ok((entry, manifest))
     }
 
     /// Download stored artifact `artifact` of `key` (whose manifest the caller
     /// read) into `dest_dir` without hashing it: `model.onnx`, then `manifest.json`,
-    /// each written whole.
-    pub async fn download_artifact(&self, key: &str, artifact: &str, manifest: &Manifest, dest_dir: &Path) -> Result<(), RegistryError> {
+    /// each written whole (the manifest byte for byte, so the copy still hashes to the id).
+    pub async fn download_artifact(&self, key: &str, artifact: &str, manifest: &StoredManifest, dest_dir: &Path) -> Result<(), RegistryError> {
         let model_key = format!("{}{MODEL_FILE}", artifact_prefix(key, artifact));
         if !self.store.download(&model_key, &dest_dir.join(MODEL_FILE)).await? {
             return Err(RegistryError::BrokenArtifact {
@@ -319,7 +385,7 @@ impl Registry {
                 what: "missing its model.onnx".into(),
             });
         }
-        crate::atomic::write(&dest_dir.join(MANIFEST_FILE), manifest.to_json().as_bytes()).map_err(|source| RegistryError::Io {
+        crate::atomic::write(&dest_dir.join(MANIFEST_FILE), &manifest.bytes).map_err(|source| RegistryError::Io {
             path: dest_dir.display().to_string(),
             source,
         })?;
@@ -328,19 +394,20 @@ impl Registry {
 
     /// Download the current artifact of `key` into `dest_dir` and check its sha256.
     pub async fn fetch_current(&self, key: &str, dest_dir: &Path) -> Result<Manifest, RegistryError> {
-        let (entry, manifest) = self.download_current(key, dest_dir).await?;
+        let (entry, stored) = self.download_current(key, dest_dir).await?;
+        let manifest = stored.manifest;
         let dest = dest_dir.join(MODEL_FILE);
         let sha = sha256_file(&dest).map_err(|source| RegistryError::Io {
             path: dest.display().to_string(),
             source,
         })?;
-        if sha != entry.artifact {
+        if sha != manifest.artifact.sha256 {
             let _ = std::fs::remove_file(&dest);
             return Err(RegistryError::BrokenArtifact {
                 location: self.location(),
                 key: key.to_string(),
                 artifact: entry.artifact,
-                what: format!("corrupt: its model.onnx hashes to {sha}"),
+                what: format!("corrupt: its model.onnx hashes to {sha}, not {}", manifest.artifact.sha256),
             });
         }
         Ok(manifest)

@@ -15,10 +15,12 @@ async fn publish_read_back_and_roll_back(store: Arc<dyn ObjectStore>) {
     assert!(reg.index().await.unwrap().models.is_empty());
     let key = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x";
 
-    let v1 = fake_artifact(&tmp.path().join("v1"), key, 10_000, 1);
+    let version = |dir: &str| Registry::check_artifact_dir(&tmp.path().join(dir), key).unwrap().1;
+    fake_artifact(&tmp.path().join("v1"), key, 10_000, 1);
+    let id1 = version("v1");
     let p1 = reg.publish(key, &tmp.path().join("v1")).await.unwrap();
     assert!(p1.uploaded);
-    assert_eq!(p1.artifact, v1.artifact.sha256);
+    assert_eq!(p1.artifact, id1);
     assert_eq!(p1.previous, None);
 
     // Publishing the same artifact again uploads nothing and changes nothing.
@@ -26,11 +28,13 @@ async fn publish_read_back_and_roll_back(store: Arc<dyn ObjectStore>) {
     assert!(!again.uploaded);
 
     let v2 = fake_artifact(&tmp.path().join("v2"), key, 12_000, 2);
+    let id2 = version("v2");
     let p2 = reg.publish(key, &tmp.path().join("v2")).await.unwrap();
-    assert_eq!(p2.previous.as_deref(), Some(v1.artifact.sha256.as_str()));
+    assert_eq!(p2.previous.as_deref(), Some(id1.as_str()));
 
     let index = reg.index().await.unwrap();
-    assert_eq!(index.models[key].artifact, v2.artifact.sha256);
+    assert_eq!(index.format, d2serve_registry::registry::INDEX_FORMAT);
+    assert_eq!(index.models[key].artifact, id2);
 
     // A reader fetches the current artifact, hash-checked.
     let dest = tmp.path().join("fetched");
@@ -43,15 +47,16 @@ async fn publish_read_back_and_roll_back(store: Arc<dyn ObjectStore>) {
     let arts = reg.artifacts().await.unwrap();
     assert_eq!(arts.len(), 2);
     assert_eq!(arts.iter().filter(|a| a.current).count(), 1);
-    reg.set_current(key, &v1.artifact.sha256).await.unwrap();
-    assert_eq!(reg.index().await.unwrap().models[key].artifact, v1.artifact.sha256);
+    reg.set_current(key, &id1).await.unwrap();
+    assert_eq!(reg.index().await.unwrap().models[key].artifact, id1);
 
     // gc keeps current and previous, removes what no entry names.
-    let v3 = fake_artifact(&tmp.path().join("v3"), key, 1_000, 3);
+    fake_artifact(&tmp.path().join("v3"), key, 1_000, 3);
+    let id3 = version("v3");
     reg.publish(key, &tmp.path().join("v3")).await.unwrap(); // current v3, previous v1
     let doomed = reg.gc(Duration::ZERO, true).await.unwrap();
     assert_eq!(doomed.len(), 1);
-    assert_eq!(doomed[0].artifact, v2.artifact.sha256);
+    assert_eq!(doomed[0].artifact, id2);
     assert_eq!(reg.artifacts().await.unwrap().len(), 3, "dry run removes nothing");
     // A young unreferenced artifact survives a gc with a grace period.
     assert!(reg.gc(Duration::from_secs(3600), false).await.unwrap().is_empty());
@@ -59,7 +64,29 @@ async fn publish_read_back_and_roll_back(store: Arc<dyn ObjectStore>) {
     assert_eq!(removed.len(), 1);
     let left: Vec<_> = reg.artifacts().await.unwrap().into_iter().map(|a| a.artifact).collect();
     assert_eq!(left.len(), 2);
-    assert!(left.contains(&v3.artifact.sha256) && left.contains(&v1.artifact.sha256));
+    assert!(left.contains(&id3) && left.contains(&id1));
+
+    // The same graph with a corrected manifest (a class renamed) is a new
+    // version: uploaded, current, the old one its previous, and rolled back to.
+    let fixed = tmp.path().join("v3-fixed");
+    std::fs::create_dir_all(&fixed).unwrap();
+    std::fs::copy(tmp.path().join("v3/model.onnx"), fixed.join("model.onnx")).unwrap();
+    let mut m3 = d2serve_registry::Manifest::read(&tmp.path().join("v3/manifest.json")).unwrap();
+    let typo = m3.classes[0].name.clone();
+    m3.classes[0].name = format!("{typo}-fixed");
+    std::fs::write(fixed.join("manifest.json"), m3.to_json()).unwrap();
+    let p = reg.publish(key, &fixed).await.unwrap();
+    assert!(p.uploaded, "a changed manifest is never 'already stored'");
+    assert_ne!(p.artifact, id3);
+    assert_eq!(p.previous.as_deref(), Some(id3.as_str()));
+    let (entry, current) = reg.current(key).await.unwrap();
+    assert_eq!((entry.artifact.as_str(), current.classes[0].name.as_str()), (p.artifact.as_str(), format!("{typo}-fixed").as_str()));
+    let back = tmp.path().join("fixed-back");
+    std::fs::create_dir_all(&back).unwrap();
+    assert_eq!(reg.fetch_current(key, &back).await.unwrap().classes[0].name, format!("{typo}-fixed"));
+    assert_eq!(std::fs::read(back.join("manifest.json")).unwrap(), std::fs::read(fixed.join("manifest.json")).unwrap(), "the manifest travels byte for byte");
+    reg.set_current(key, &id3).await.unwrap();
+    assert_eq!(reg.current(key).await.unwrap().1.classes[0].name, typo);
 
     // A folder whose manifest does not match its model is refused before upload.
     let bad = tmp.path().join("bad");
@@ -179,7 +206,7 @@ async fn s3_multipart_upload_of_a_large_artifact() {
         .client()
         .head_object()
         .bucket("big")
-        .key(format!("models/{key}/{}/model.onnx", m.artifact.sha256))
+        .key(format!("models/{key}/{}/model.onnx", Registry::check_artifact_dir(&tmp.path().join("a"), key).unwrap().1))
         .send()
         .await
         .unwrap();
@@ -194,7 +221,60 @@ async fn s3_multipart_upload_of_a_large_artifact() {
     );
     // Never overwritten: a second multipart create of the same key is refused.
     assert!(!store
-        .create_from_file(&format!("models/{key}/{}/model.onnx", m.artifact.sha256), &tmp.path().join("a/model.onnx"))
+        .create_from_file(&format!("models/{key}/{}/model.onnx", Registry::check_artifact_dir(&tmp.path().join("a"), key).unwrap().1), &tmp.path().join("a/model.onnx"))
         .await
         .unwrap());
+}
+
+/// A registry written before version ids (index format 1: folders named by the
+/// graph's sha256) is still read and fetched as it is; the next publish of the
+/// model writes a version id and moves the entry to it.
+#[tokio::test]
+async fn a_format_1_registry_keeps_working_and_migrates_on_publish() {
+    let (tmp, store) = local();
+    let key = "test/legacy";
+    let m = fake_artifact(&tmp.path().join("a"), key, 3_000, 5);
+    let old = &m.artifact.sha256;
+    for file in ["model.onnx", "manifest.json"] {
+        assert!(store.create_from_file(&format!("models/{key}/{old}/{file}"), &tmp.path().join("a").join(file)).await.unwrap());
+    }
+    let index = format!(r#"{{"format": 1, "models": {{"{key}": {{"artifact": "{old}", "size": 3000, "published_at": "2026-11-01T00:00:00Z"}}}}}}"#);
+    store.put_if(INDEX_KEY, index.into(), None).await.unwrap();
+    let reg = Registry::new(store.clone());
+    let dest = tmp.path().join("fetched");
+    std::fs::create_dir_all(&dest).unwrap();
+    assert_eq!(reg.fetch_current(key, &dest).await.unwrap(), m);
+    let stored = reg.stored_manifest(key, old).await.unwrap();
+    assert!(stored.legacy);
+    // A legacy folder whose manifest names another graph is broken, not served.
+    let other = fake_artifact(&tmp.path().join("b"), key, 3_000, 6);
+    let wrong = &other.artifact.sha256;
+    store.create_from_file(&format!("models/{key}/{wrong}/manifest.json"), &tmp.path().join("a/manifest.json")).await.unwrap();
+    let err = reg.stored_manifest(key, wrong).await.unwrap_err().to_string();
+    assert!(err.contains("another artifact"), "{err}");
+
+    let p = reg.publish(key, &tmp.path().join("a")).await.unwrap();
+    assert!(p.uploaded && p.artifact != *old, "{p:?}");
+    assert_eq!(p.previous.as_deref(), Some(old.as_str()));
+    let index = reg.index().await.unwrap();
+    assert_eq!((index.format, index.models[key].artifact.as_str()), (2, p.artifact.as_str()));
+    assert!(!reg.stored_manifest(key, &p.artifact).await.unwrap().legacy);
+}
+
+/// A folder registry is who it points to: one folder named two ways is one
+/// registry, two folders typed alike from two places are two.
+#[test]
+fn a_folder_registry_is_identified_by_its_resolved_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("x/registry")).unwrap();
+    let a = LocalStore::new(tmp.path().join("x/registry"));
+    let b = LocalStore::new(tmp.path().join("x/../x/./registry"));
+    assert_eq!(a.identity(), b.identity());
+    let c = LocalStore::new(tmp.path().join("y/registry"));
+    assert_ne!(a.identity(), c.identity());
+    // Not there yet: the same answer before and after it is created.
+    let before = c.identity();
+    std::fs::create_dir_all(tmp.path().join("y/registry")).unwrap();
+    assert_eq!(before, c.identity());
+    assert!(a.identity().starts_with("file:///"), "{}", a.identity());
 }

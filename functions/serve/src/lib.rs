@@ -7,6 +7,7 @@ pub mod admission;
 pub mod coco;
 pub mod error;
 pub mod fetch;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub fetcher: Fetcher,
     pub metrics: Metrics,
     pub admission: Arc<Admission>,
+    /// Client connections (the HTTP server outside Lambda counts them).
+    pub connections: Arc<listener::ConnStats>,
     meta_bodies: Mutex<HashMap<String, Bytes>>,
     request_ids: AtomicU64,
 }
@@ -83,6 +86,7 @@ impl AppState {
             fetcher,
             metrics: Metrics::default(),
             admission,
+            connections: Arc::default(),
             meta_bodies: Mutex::new(HashMap::new()),
             request_ids: AtomicU64::new(1),
         })
@@ -102,12 +106,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         Some(prefix) => Router::new().nest(prefix, api.clone()).merge(api),
         None => api,
     };
-    app.layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(json_errors))
+    let app = app
+        .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), access::check))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README (Supervisely API and /v1/models)") })
-        .with_state(state)
+        .with_state(state);
+    // Outside the routes: axum adds a 405's `Allow` header as the route's answer
+    // leaves it, after the routes' own layers, and the error body names it.
+    Router::new().fallback_service(app).layer(axum::middleware::from_fn(json_errors))
 }
 
 fn routes() -> Router<Arc<AppState>> {
@@ -225,6 +232,7 @@ async fn readiness(State(st): S) -> Response {
 /// multipart, a body over the limit, a bad query string, a wrong method)
 /// are rewritten with their text as the detail; headers such as `Allow` stay.
 async fn json_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let resp = next.run(req).await;
     let status = resp.status();
     let is_json = resp
@@ -247,7 +255,12 @@ async fn json_errors(req: Request, next: Next) -> Response {
         _ if status.is_server_error() => "internal",
         _ => "client_error",
     };
-    let detail = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let allow = parts.headers.get(axum::http::header::ALLOW).and_then(|v| v.to_str().ok()).filter(|a| !a.is_empty());
+    let detail = match (status, allow) {
+        (StatusCode::METHOD_NOT_ALLOWED, Some(allow)) => format!("{method} is not allowed on {path}; use {}", allow.replace(',', " or ")),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
+        _ => text,
+    };
     let mut out = ApiError::new(status, code, detail).into_response();
     for (name, value) in &parts.headers {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
@@ -645,7 +658,7 @@ async fn inference_image_url(State(st): S, headers: HeaderMap, body: Bytes) -> R
     let enc = Instant::now();
     let name = url.rsplit('/').next().filter(|s| !s.is_empty());
     let body = prediction_json(&a.model, &a.prediction, name, None);
-    Ok(respond(&key, &a.model.manifest.artifact.sha256, body, &a.timings, enc, &st))
+    Ok(respond(&key, &a.model.version, body, &a.timings, enc, &st))
 }
 
 /// Download an image from the configured Supervisely instance.
@@ -699,7 +712,7 @@ async fn inference_image_id(State(st): S, headers: HeaderMap, body: Bytes) -> Re
     let a = run_inference(&st, &key, bytes, settings, t.elapsed().as_secs_f64()).await?;
     let enc = Instant::now();
     let body = prediction_json(&a.model, &a.prediction, None, Some(id));
-    Ok(respond(&key, &a.model.manifest.artifact.sha256, body, &a.timings, enc, &st))
+    Ok(respond(&key, &a.model.version, body, &a.timings, enc, &st))
 }
 
 /// Predict on Supervisely images `state.batch_ids` (at most 16).
@@ -731,7 +744,7 @@ async fn inference_batch_ids(State(st): S, headers: HeaderMap, body: Bytes) -> R
         let a = run_inference(&st, &key, bytes, settings.clone(), t.elapsed().as_secs_f64()).await?;
         out.push(prediction_json(&a.model, &a.prediction, None, Some(id)));
         timings = a.timings;
-        artifact = a.model.manifest.artifact.sha256.clone();
+        artifact = a.model.version.clone();
     }
     Ok(respond(&key, &artifact, Value::Array(out), &timings, Instant::now(), &st))
 }
@@ -781,7 +794,7 @@ async fn inference_image(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
     let a = run_inference(&st, &key, bytes, settings, 0.0).await?;
     let enc = Instant::now();
     let body = prediction_json(&a.model, &a.prediction, Some(&name), None);
-    Ok(respond(&key, &a.model.manifest.artifact.sha256, body, &a.timings, enc, &st))
+    Ok(respond(&key, &a.model.version, body, &a.timings, enc, &st))
 }
 
 /// Predict on uploaded images (multipart `files`, up to 16; optional `settings`).
@@ -803,7 +816,7 @@ async fn inference_batch(State(st): S, headers: HeaderMap, mp: Multipart) -> Res
         let a = run_inference(&st, &key, bytes, settings.clone(), 0.0).await?;
         out.push(prediction_json(&a.model, &a.prediction, Some(&name), None));
         timings = a.timings;
-        artifact = a.model.manifest.artifact.sha256.clone();
+        artifact = a.model.version.clone();
     }
     Ok(respond(&key, &artifact, Value::Array(out), &timings, Instant::now(), &st))
 }
@@ -936,11 +949,11 @@ async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<
             .iter()
             .map(|i| coco::result(i.class_id, &a.model.manifest.classes[i.class_id].name, i.score, i.bbox, &i.mask, p.height, p.width))
             .collect();
-        json!({"model": key, "artifact": a.model.manifest.artifact.sha256, "height": p.height, "width": p.width, "results": results})
+        json!({"model": key, "artifact": a.model.version, "height": p.height, "width": p.width, "results": results})
     } else {
-        json!({"model": key, "artifact": a.model.manifest.artifact.sha256, "annotation": a.model.annotation(&a.prediction)})
+        json!({"model": key, "artifact": a.model.version, "annotation": a.model.annotation(&a.prediction)})
     };
-    Ok(respond(&key, &a.model.manifest.artifact.sha256, out, &a.timings, enc, &st))
+    Ok(respond(&key, &a.model.version, out, &a.timings, enc, &st))
 }
 
 /// Prometheus metrics: requests, stage latencies, the queue, cancellations, the registry's state.
@@ -950,6 +963,6 @@ async fn native_predict(State(st): S, Path(rest): Path<String>, Query(q): Query<
 ))]
 async fn metrics(State(st): S) -> Response {
     let stats = st.cache.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let body = st.metrics.render(&stats, st.cache.loaded_keys().len(), &st.admission, &st.cache.index_status());
+    let body = st.metrics.render(&stats, st.cache.loaded_keys().len(), &st.admission, &st.cache.index_status(), &st.connections);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

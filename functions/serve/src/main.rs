@@ -16,6 +16,7 @@ use d2serve_serve::ssrf::AllowList;
 use d2serve_engine::runtime::available_cpus;
 use d2serve_serve::access::parse_prefix;
 use d2serve_serve::admission::{Admission, Limits, default_slots};
+use d2serve_serve::listener::{self, ConnLimits};
 use d2serve_serve::{AppState, Config, router, sly_app};
 
 #[derive(Parser, Debug)]
@@ -86,6 +87,18 @@ struct Args {
     /// environment (modal.state.*), custom weights from Team Files; TASK_ID becomes the session id.
     #[arg(long)]
     supervisely_app: bool,
+    /// Seconds a client has to send a complete request header after connecting (or after its last answer); then the connection is closed.
+    #[arg(long, env = "D2_HEADER_TIMEOUT", default_value = "10", value_parser = seconds)]
+    header_timeout: Duration,
+    /// Seconds a client has to send its request body after the header; then 408 and the connection is closed.
+    #[arg(long, env = "D2_BODY_TIMEOUT", default_value = "60", value_parser = seconds)]
+    body_timeout: Duration,
+    /// Seconds a kept-alive connection may wait for its next request (above the usual load balancers' 60 s).
+    #[arg(long, env = "D2_IDLE_TIMEOUT", default_value = "75", value_parser = seconds)]
+    idle_timeout: Duration,
+    /// Client connections open at once; at the cap a new one displaces the longest-waiting connection without a request in flight [default: the descriptor limit (raised to its hard limit at start) less 128].
+    #[arg(long, env = "D2_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Secret path prefix (e.g. /s-8f2c41d9e7) under which the API answers without a token: give Supervisely http://HOST/PREFIX as the session URL.
     #[arg(long, env = "D2_PATH_PREFIX", hide_env_values = true)]
     path_prefix: Option<String>,
@@ -128,7 +141,7 @@ async fn run() -> Result<()> {
     let mut session_id: Option<i64> = std::env::var("TASK_ID").ok().and_then(|v| v.trim().parse().ok());
     if args.supervisely_app {
         let start = sly_app::read_start(&|k| std::env::var(k).ok())?;
-        tracing::info!(task_id = ?start.task_id, team_id = ?start.team_id, choice = ?start.choice, device = %start.device, "starting as a Supervisely app");
+        tracing::info!(task_id = start.task_id, team_id = start.team_id, choice = ?start.choice, device = %start.device, "starting as a Supervisely app");
         let registry_dir = args.source.registry.strip_prefix("file://").unwrap_or(&args.source.registry).to_string();
         if !registry_dir.starts_with("s3://") {
             std::fs::create_dir_all(&registry_dir).with_context(|| format!("creating the app's registry folder {registry_dir}"))?;
@@ -187,9 +200,12 @@ async fn run() -> Result<()> {
         tracing::warn!(ms = d.as_millis() as u64, "D2_FAULT_INFER_DELAY_MS is set: every inference is slowed down (fault drills only)");
     }
     let state = AppState::new(cfg, cache.clone(), fetcher, admission.clone());
+    let connections = state.connections.clone();
     let app = router(state);
     let l = admission.limits();
-    tracing::info!(registry = %args.source.registry, default_model = %default_key, lambda = in_lambda, threads = session.intra_threads, inference_slots = l.slots, max_queue = ?l.max_queue, queue_timeout_s = ?l.queue_timeout.map(|d| d.as_secs_f64()), index_ttl_s = args.index_ttl.as_secs_f64(), auth_token = args.auth_token.is_some(), path_prefix = args.path_prefix.is_some(), cache_dir = %args.source.cache_dir().display(), "serve starting");
+    tracing::info!(registry = %args.source.registry, default_model = %default_key, lambda = in_lambda, threads = session.intra_threads, inference_slots = l.slots, max_queue = l.max_queue.map(|n| n as u64), queue_timeout_s = l.queue_timeout.map(|d| d.as_secs_f64()), index_ttl_s = args.index_ttl.as_secs_f64(), auth_token = args.auth_token.is_some(), path_prefix = args.path_prefix.is_some(), cache_dir = %args.source.cache_dir().display(), "serve starting");
+
+    report_registry(&cache, &default_key).await;
 
     if in_lambda {
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
@@ -206,10 +222,23 @@ async fn run() -> Result<()> {
     if let Some(m) = default_manifest.filter(|m| m.is_sample()) {
         tracing::warn!(model = %default_key, name = %m.name, "the default model has RANDOM WEIGHTS (a sample): its detections show the pipeline works and mean nothing");
     }
+    // Many clients (or a slowloris) must not run the process out of descriptors:
+    // the soft limit goes up to the hard one, and connections stay below it.
+    let descriptors = listener::raise_descriptor_limit().unwrap_or(1024);
+    let ceiling = listener::default_max_connections(descriptors);
+    let max_connections = match args.max_connections {
+        Some(n) if n > ceiling => {
+            tracing::warn!(asked = n as u64, allowed = ceiling as u64, descriptor_limit = descriptors, "--max-connections is above the descriptor limit less 128; capped");
+            ceiling
+        }
+        Some(n) => n.max(1),
+        None => ceiling,
+    };
+    let conn_limits = ConnLimits { header_timeout: args.header_timeout, body_timeout: args.body_timeout, idle_timeout: args.idle_timeout, max_connections };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+    tracing::info!(address = %listener.local_addr()?, max_connections = max_connections as u64, descriptor_limit = descriptors, header_timeout_s = args.header_timeout.as_secs_f64(), body_timeout_s = args.body_timeout.as_secs_f64(), idle_timeout_s = args.idle_timeout.as_secs_f64(), "listening");
     // SIGTERM (ECS, Kubernetes, docker stop) or Ctrl-C: stop admitting, close
     // the listener, let accepted requests finish within --drain-timeout, exit 0.
     let signalled = Arc::new(tokio::sync::Notify::new());
@@ -223,14 +252,13 @@ async fn run() -> Result<()> {
             signalled.notify_one();
         }
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(on_signal);
+    let server = listener::serve(listener, app, conn_limits, connections, on_signal);
     let drain_deadline = async {
         signalled.notified().await;
         tokio::time::sleep(drain_timeout).await;
     };
     tokio::select! {
-        served = server => {
-            served?;
+        () = server => {
             tracing::info!("drained; exiting");
         }
         () = drain_deadline => {
@@ -238,6 +266,31 @@ async fn run() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line at start: which registry this process reads (as typed and as
+/// resolved) and whether it answered; a warning when the default model is
+/// unknown to a registry that answers (`--model typo`), or when it never answered.
+async fn report_registry(cache: &d2serve_engine::cache::ModelCache, default_key: &str) {
+    let registry = cache.registry();
+    let (location, identity) = (registry.location(), registry.identity());
+    let index = cache.index().await;
+    let status = cache.index_status();
+    match (index, status.unreachable.clone()) {
+        (Ok(index), None) => {
+            let published: Vec<&str> = index.models.keys().map(String::as_str).collect();
+            tracing::info!(registry = %location, resolved = %identity, answered = true, models = published.len() as u64, "registry");
+            if !index.models.contains_key(default_key) {
+                tracing::warn!(model = %default_key, registry = %location, published = %published.join(", "), "the default model is not published in this registry: requests that name no model get 404 until `zoo publish` puts it there (or start with --model naming a published one)");
+            }
+        }
+        (Ok(_), Some(reason)) => {
+            tracing::warn!(registry = %location, resolved = %identity, answered = false, error = %reason, index_age_s = status.age_s(), "registry: cannot be read now; serving the index this cache folder last read from it and the artifacts cached");
+        }
+        (Err(e), _) => {
+            tracing::warn!(registry = %location, resolved = %identity, answered = false, error = %e, "registry: cannot be read and this cache folder never read it; not ready until it answers");
+        }
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use d2serve_engine::cache::IndexStatus;
 
 use crate::admission::Admission;
+use crate::listener::ConnStats;
 
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -49,7 +50,7 @@ impl Metrics {
         h.count += 1;
     }
 
-    pub fn render(&self, cache: &d2serve_engine::cache::CacheStats, loaded: usize, admission: &Admission, index: &IndexStatus) -> String {
+    pub fn render(&self, cache: &d2serve_engine::cache::CacheStats, loaded: usize, admission: &Admission, index: &IndexStatus, conns: &ConnStats) -> String {
         let mut out = String::new();
         out.push_str("# HELP d2serve_requests_total HTTP requests by route and status.\n# TYPE d2serve_requests_total counter\n");
         for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -83,6 +84,12 @@ impl Metrics {
         let _ = writeln!(out, "# HELP d2serve_inferences_running Inferences holding a slot.\n# TYPE d2serve_inferences_running gauge\nd2serve_inferences_running {}", admission.running());
         let _ = writeln!(out, "# HELP d2serve_inference_slots Inferences allowed at once.\n# TYPE d2serve_inference_slots gauge\nd2serve_inference_slots {}", admission.limits().slots);
         let _ = writeln!(out, "# HELP d2serve_registry_index_stale 1 while the registry cannot be read and the last index read is in use.\n# TYPE d2serve_registry_index_stale gauge\nd2serve_registry_index_stale {}", u8::from(index.is_stale()));
+        let _ = writeln!(out, "# HELP d2serve_connections_open Client connections open now.\n# TYPE d2serve_connections_open gauge\nd2serve_connections_open {}", conns.open.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP d2serve_connections_accepted_total Client connections accepted.\n# TYPE d2serve_connections_accepted_total counter\nd2serve_connections_accepted_total {}", conns.accepted.load(Ordering::Relaxed));
+        out.push_str("# HELP d2serve_connections_closed_total Connections the server closed, by reason (header, body and idle deadlines; the connection cap).\n# TYPE d2serve_connections_closed_total counter\n");
+        for reason in ["header_timeout", "body_timeout", "idle_timeout", "at_cap", "refused_at_cap"] {
+            let _ = writeln!(out, "d2serve_connections_closed_total{{reason=\"{reason}\"}} {}", conns.closed(reason));
+        }
         if let Some(age) = index.age_s() {
             let _ = writeln!(out, "# HELP d2serve_registry_index_age_seconds Age of the registry index in use.\n# TYPE d2serve_registry_index_age_seconds gauge\nd2serve_registry_index_age_seconds {age:.1}");
         }

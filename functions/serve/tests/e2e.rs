@@ -324,6 +324,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     assert!(r.headers().contains_key("allow"));
     let body: Value = r.json().await.expect("a JSON error body");
     assert_eq!(body["error"], "method_not_allowed", "{body}");
+    assert_eq!(body["detail"], "GET is not allowed on /inference_image; use POST", "{body}");
     let r = c.post(format!("{}/v1/models/r50-fpn-3x/predict?conf=high", closed.base)).body("x").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().await.expect("a JSON error body");

@@ -55,6 +55,26 @@ impl LocalStore {
     }
 }
 
+/// `path` made absolute with symlinks and `..` resolved as far as it exists
+/// (the rest appended), so the answer does not change when the folder is created.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 fn lock_path(target: &Path) -> PathBuf {
     let name = target.file_name().expect("object paths have a name");
     target.with_file_name(format!(".{}.lock", name.to_string_lossy()))
@@ -150,6 +170,10 @@ async fn blocking<T: Send + 'static>(
 impl ObjectStore for LocalStore {
     fn location(&self) -> String {
         format!("file://{}", self.root.display())
+    }
+
+    fn identity(&self) -> String {
+        format!("file://{}", resolved(&self.root).display())
     }
 
     async fn check_present(&self) -> Result<(), StoreError> {

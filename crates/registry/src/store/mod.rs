@@ -68,6 +68,14 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Where this store lives, as a URL (`file:///…`, `s3://bucket/prefix`).
     fn location(&self) -> String;
 
+    /// Who this store is, whatever way it was named: an absolute, resolved
+    /// folder, or bucket + prefix + endpoint. Anything kept per registry (the
+    /// cached index) is keyed by it, so `registry` typed in two folders is two
+    /// registries, and one folder named two ways is one.
+    fn identity(&self) -> String {
+        self.location()
+    }
+
     /// Read a small object whole.
     async fn get(&self, key: &str) -> Result<Option<Object>, StoreError>;
 

@@ -36,6 +36,8 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// The endpoint the client talks to, for [`ObjectStore::identity`].
+    endpoint: String,
 }
 
 fn status<E, R: HttpStatus>(e: &SdkError<E, R>) -> Option<u16> {
@@ -78,7 +80,17 @@ pub async fn s3_client(cfg: &S3Config) -> Client {
 
 impl S3Store {
     pub async fn new(bucket: &str, prefix: &str, cfg: &S3Config) -> Self {
-        Self::from_client(s3_client(cfg).await, bucket, prefix)
+        // The endpoint as the SDK resolves it: the setting, else the standard
+        // environment, else AWS itself (bucket names are global there).
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .unwrap_or_else(|| "aws".into());
+        let mut store = Self::from_client(s3_client(cfg).await, bucket, prefix);
+        store.endpoint = endpoint;
+        store
     }
 
     pub fn from_client(client: Client, bucket: &str, prefix: &str) -> Self {
@@ -86,6 +98,7 @@ impl S3Store {
             client,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
+            endpoint: "aws".into(),
         }
     }
 
@@ -227,6 +240,10 @@ impl ObjectStore for S3Store {
         } else {
             format!("s3://{}/{}", self.bucket, self.prefix)
         }
+    }
+
+    fn identity(&self) -> String {
+        format!("{} at {}", self.location(), self.endpoint.trim_end_matches('/'))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
