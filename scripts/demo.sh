@@ -14,7 +14,7 @@ scripts/install-ort.sh
 # The test profile (Cargo.toml [profile.dev]: optimized, line tables only), so that
 # scripts/test.sh afterwards compiles only the tests: one build of the binaries for
 # both commands. It serves as fast as --release here (docs/BENCHMARKS.md, "Build").
-cargo build --locked -p zoo -p d2serve-serve
+cargo build --locked -p zoo -p d2serve-serve -p d2serve-batch
 ZOO=target/debug/zoo
 SERVE=target/debug/serve
 # Everything goes where zoo and serve look by default (artifacts/, registry/, the
@@ -54,7 +54,8 @@ echo "demo: overlay picture:        $OUT/${stem}_overlay.png"
 grep -i '^server-timing' "$OUT/$stem.headers" || true
 echo
 echo "demo: left set up for you (repository root): artifacts/ (converted model), registry/ (published),"
-echo "      so with no extra flags:"
-echo "        $ZOO list                                   # r50-fpn-3x: converted, published"
-echo "        $ZOO predict photo.jpg --overlay out.png    # local prediction"
-echo "        $SERVE                                      # the server on 127.0.0.1:8000"
+echo "      so with no extra flags (README, \"After the demo\"):"
+echo "        export PATH=\"\$PWD/target/debug:\$PATH\"   # zoo, serve and batch as built here"
+echo "        zoo list                                   # r50-fpn-3x: converted, published"
+echo "        zoo predict $IMAGE --overlay out/predict.png"
+echo "        serve                                      # the server on 127.0.0.1:8000"
