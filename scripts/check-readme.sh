@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 script=$(mktemp)
-trap 'rm -f "$script"; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
+trap 'rm -f "$script"' EXIT
 python3 - "$script" <<'PY'
 import re, sys
 lines = open("README.md", encoding="utf-8").read().split("\n")
@@ -29,7 +29,8 @@ open(sys.argv[1], "w").write("\n".join(out) + "\n")
 PY
 blocks=$(grep -c '^README_LINE=' "$script")
 # One shell for all blocks, as a reader pastes them: exports and background jobs carry over.
-if ! bash -euo pipefail -c "trap 'echo \"check-readme: the block at README.md:\$README_LINE failed\" >&2' ERR; source '$script'"; then
+# A server a failed block left running in the background is stopped on the way out.
+if ! bash -euo pipefail -c "trap 'echo \"check-readme: the block at README.md:\$README_LINE failed\" >&2' ERR; trap 'jobs -p | xargs -r kill 2>/dev/null || true' EXIT; source '$script'"; then
   exit 1
 fi
 echo "check-readme: all $blocks runnable blocks of README.md ran as written"
