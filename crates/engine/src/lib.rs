@@ -13,6 +13,8 @@ pub mod pipeline;
 pub mod resize;
 pub mod runtime;
 pub mod supervisely;
+pub mod tracker;
+pub mod windows;
 #[doc(hidden)]
 pub mod testing;
 

@@ -75,6 +75,9 @@ pub enum PredictError {
     },
     #[error("unknown class `{0}` in settings.classes")]
     UnknownClass(String),
+    /// Sliding-window parameters that do not fit the image.
+    #[error("{0}")]
+    Windows(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -107,12 +110,12 @@ impl LoadedModel {
     /// The Supervisely annotation of a prediction, one object per instance with this
     /// model's class names (what serve answers and batch stores).
     pub fn annotation(&self, p: &Prediction) -> serde_json::Value {
-        let objects = p
-            .instances
-            .iter()
-            .map(|i| crate::supervisely::object(&self.manifest.classes[i.class_id].name, i.score, &i.mask))
-            .collect();
-        crate::supervisely::annotation(p.height, p.width, objects)
+        crate::supervisely::annotation(p.height, p.width, self.objects(&p.instances))
+    }
+
+    /// Supervisely label objects of `instances`, with this model's class names.
+    pub fn objects(&self, instances: &[Instance]) -> Vec<serde_json::Value> {
+        instances.iter().map(|i| crate::supervisely::object(&self.manifest.classes[i.class_id].name, i.score, &i.mask)).collect()
     }
 
     /// Load a converted folder (`model.onnx` + `manifest.json`) directly.

@@ -92,6 +92,7 @@ impl From<d2serve_engine::PredictError> for ApiError {
         match e {
             P::RoiOutside { .. } => ApiError::bad_request("bad_rectangle", e.to_string()),
             P::UnknownClass(_) => ApiError::bad_request("bad_settings", e.to_string()),
+            P::Windows(_) => ApiError::bad_request("bad_sliding_window", e.to_string()),
             P::Runtime(r) => ApiError::internal(r.to_string()),
         }
     }

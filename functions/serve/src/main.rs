@@ -14,6 +14,7 @@ use d2serve_registry::Catalog;
 use d2serve_serve::fetch::{Fetcher, SystemLookup};
 use d2serve_serve::ssrf::AllowList;
 use d2serve_engine::runtime::available_cpus;
+use d2serve_engine::windows::MergeMode;
 use d2serve_serve::access::parse_prefix;
 use d2serve_serve::admission::{Admission, Limits, default_slots};
 use d2serve_serve::listener::{self, ConnLimits};
@@ -99,6 +100,11 @@ struct Args {
     /// Client connections open at once; at the cap a new one displaces the longest-waiting connection without a request in flight [default: the descriptor limit (raised to its hard limit at start) less 128].
     #[arg(long, env = "D2_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Sliding-window inference (Supervisely's `inference_mode: sliding_window`): `basic` merges the windows by
+    /// concatenation (what Detectron2's Supervisely app serves), `advanced` by class-agnostic NMS at IoU 0.5,
+    /// `none` answers such requests with the whole image.
+    #[arg(long, env = "D2_SLIDING_WINDOW", default_value = "basic", value_parser = ["basic", "advanced", "none"])]
+    sliding_window: String,
     /// Secret path prefix (e.g. /s-8f2c41d9e7) under which the API answers without a token: give Supervisely http://HOST/PREFIX as the session URL.
     #[arg(long, env = "D2_PATH_PREFIX", hide_env_values = true)]
     path_prefix: Option<String>,
@@ -194,6 +200,11 @@ async fn run() -> Result<()> {
         auth_token: args.auth_token.clone(),
         path_prefix,
         session_id,
+        sliding_window: match args.sliding_window.as_str() {
+            "basic" => Some(MergeMode::Basic),
+            "advanced" => Some(MergeMode::Advanced),
+            _ => None,
+        },
         fault_infer_delay: std::env::var("D2_FAULT_INFER_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis),
     };
     if let Some(d) = cfg.fault_infer_delay {

@@ -95,6 +95,25 @@ pub struct InferenceSettings {
     /// Class names to keep, or `"all"`.
     pub classes: Option<ClassFilter>,
     pub rectangle: Option<Rectangle>,
+    /// `full_image` (default) or `sliding_window` (then `sliding_window_params` is required;
+    /// the server's `--sliding-window` mode merges the windows).
+    pub inference_mode: Option<String>,
+    pub sliding_window_params: Option<SlidingWindowParams>,
+}
+
+/// Supervisely's sliding-window parameters (integers, pixels).
+#[derive(Serialize, ToSchema)]
+#[allow(non_snake_case)]
+pub struct SlidingWindowParams {
+    /// Default: the image's height.
+    pub windowHeight: Option<u32>,
+    /// Default: the image's width.
+    pub windowWidth: Option<u32>,
+    /// Must be smaller than the window; default 0.
+    pub overlapY: Option<u32>,
+    pub overlapX: Option<u32>,
+    /// `shift_window` (default) or `change_size`.
+    pub borderStrategy: Option<String>,
 }
 
 /// Class names to keep, or `"all"`.
@@ -274,8 +293,13 @@ pub struct Annotation {
 #[derive(Serialize, ToSchema)]
 pub struct SuperviselyPrediction {
     pub annotation: Annotation,
+    /// `{}`, or in sliding-window mode `{"slides": [...]}`: one slide per window, then the whole
+    /// image with every window's labels, then with the merged ones.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    /// The same as `data` (Supervisely's servers send both).
+    #[schema(value_type = Object)]
+    pub slides_data: serde_json::Value,
     pub image_id: Option<i64>,
     pub image_name: Option<String>,
     pub name: Option<String>,
@@ -305,6 +329,9 @@ pub struct NativePrediction {
     /// sha256 of the artifact that answered.
     pub artifact: String,
     pub annotation: Annotation,
+    /// In sliding-window mode: the slides, as in Supervisely's `data.slides`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub slides: Option<Vec<serde_json::Value>>,
 }
 
 /// One COCO result (`format=coco`): compressed RLE as pycocotools writes it.
@@ -405,25 +432,25 @@ impl Modify for UniqueOperationIds {
         crate::page::index,
         crate::page::docs,
         crate::page::openapi_json,
-        crate::session_info,
-        crate::model_meta,
-        crate::output_classes,
-        crate::custom_settings,
-        crate::inference_image_url,
-        crate::inference_image_id,
-        crate::inference_batch_ids,
-        crate::inference_image,
-        crate::inference_batch,
-        crate::is_alive,
-        crate::is_running,
-        crate::livez,
-        crate::is_ready,
-        crate::readyz,
-        crate::is_deployed,
-        crate::health,
-        crate::list_models,
-        crate::native_predict,
-        crate::metrics,
+        crate::supervisely_routes::session_info,
+        crate::supervisely_routes::model_meta,
+        crate::supervisely_routes::output_classes,
+        crate::supervisely_routes::custom_settings,
+        crate::supervisely_routes::inference_image_url,
+        crate::supervisely_routes::inference_image_id,
+        crate::supervisely_routes::inference_batch_ids,
+        crate::supervisely_routes::inference_image,
+        crate::supervisely_routes::inference_batch,
+        crate::health::is_alive,
+        crate::health::is_running,
+        crate::health::livez,
+        crate::health::is_ready,
+        crate::health::readyz,
+        crate::health::is_deployed,
+        crate::health::health,
+        crate::native_routes::list_models,
+        crate::native_routes::native_predict,
+        crate::native_routes::metrics,
     ),
     tags(
         (name = "supervisely", description = "The Supervisely serving API"),
