@@ -9,17 +9,20 @@
 
 pub mod access;
 pub mod admission;
+mod async_routes;
 pub mod coco;
 pub mod error;
 pub mod fetch;
 mod health;
 mod http;
 mod inference;
+pub mod jobs;
 pub mod listener;
 pub mod metrics;
 mod native_routes;
 pub mod openapi;
 pub mod page;
+pub mod platform;
 pub mod sly_app;
 pub mod ssrf;
 mod supervisely_routes;
@@ -39,6 +42,7 @@ use d2serve_engine::windows::MergeMode;
 use d2serve_registry::{Catalog, S3Config};
 
 use crate::admission::Admission;
+use crate::async_routes::{clear_inference_request, get_inference_progress, get_inference_result, get_preparing_progress, get_tracking_settings, inference_image_id_async, inference_project_id_async, inference_video_id, inference_video_id_async, pop_inference_results, stop_inference};
 use crate::error::ApiError;
 use crate::fetch::Fetcher;
 use crate::health::{health, is_alive, is_deployed, is_ready, is_running, livez, readyz};
@@ -76,6 +80,12 @@ pub struct Config {
     /// mode is off and such settings get a whole-image answer, as Supervisely's
     /// servers in mode "none" give.
     pub sliding_window: Option<MergeMode>,
+    /// Asynchronous requests are served (false under AWS Lambda, where nothing outlives an invocation).
+    pub async_requests: bool,
+    /// Asynchronous requests running at once (`--max-async-requests`).
+    pub max_async_requests: usize,
+    /// How long an asynchronous request nobody polls is kept (`--async-ttl`).
+    pub async_ttl: Duration,
     /// Fault drills only (`D2_FAULT_INFER_DELAY_MS`): extra time each inference holds its
     /// slot, so the tests can fill a queue with the small fixture models.
     pub fault_infer_delay: Option<Duration>,
@@ -89,12 +99,15 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Client connections (the HTTP server outside Lambda counts them).
     pub connections: Arc<listener::ConnStats>,
+    /// Asynchronous requests by uuid.
+    pub jobs: Arc<jobs::Jobs>,
     meta_bodies: Mutex<HashMap<String, Bytes>>,
     request_ids: AtomicU64,
 }
 
 impl AppState {
     pub fn new(cfg: Config, cache: Arc<ModelCache>, fetcher: Fetcher, admission: Arc<Admission>) -> Arc<Self> {
+        let jobs = Arc::new(jobs::Jobs::new(cfg.max_async_requests.max(1), cfg.async_ttl));
         Arc::new(Self {
             cfg,
             cache,
@@ -102,6 +115,7 @@ impl AppState {
             metrics: Metrics::default(),
             admission,
             connections: Arc::default(),
+            jobs,
             meta_bodies: Mutex::new(HashMap::new()),
             request_ids: AtomicU64::new(1),
         })
@@ -146,6 +160,18 @@ fn routes() -> Router<Arc<AppState>> {
         .route("/inference_batch_ids", post(inference_batch_ids))
         .route("/inference_image", post(inference_image))
         .route("/inference_batch", post(inference_batch))
+        .route("/inference_video_id", post(inference_video_id))
+        .route("/inference_video_id_async", post(inference_video_id_async))
+        .route("/inference_image_id_async", post(inference_image_id_async))
+        .route("/inference_batch_ids_async", post(inference_image_id_async))
+        .route("/inference_project_id_async", post(inference_project_id_async))
+        .route("/get_inference_progress", post(get_inference_progress))
+        .route("/pop_inference_results", post(pop_inference_results))
+        .route("/get_inference_result", post(get_inference_result))
+        .route("/stop_inference", post(stop_inference))
+        .route("/clear_inference_request", post(clear_inference_request))
+        .route("/get_preparing_progress", post(get_preparing_progress))
+        .route("/get_tracking_settings", post(get_tracking_settings).get(get_tracking_settings))
         .route("/is_alive", get(is_alive).post(is_alive))
         .route("/is_running", get(is_running).post(is_running))
         .route("/livez", get(livez).post(livez))

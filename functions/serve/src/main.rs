@@ -105,6 +105,12 @@ struct Args {
     /// `none` answers such requests with the whole image.
     #[arg(long, env = "D2_SLIDING_WINDOW", default_value = "basic", value_parser = ["basic", "advanced", "none"])]
     sliding_window: String,
+    /// Asynchronous requests (video, images by id) running at once; more get 503 with Retry-After.
+    #[arg(long, env = "D2_MAX_ASYNC_REQUESTS", default_value_t = 4)]
+    max_async_requests: usize,
+    /// Seconds an asynchronous request is kept after its last poll (results nobody pops are then dropped).
+    #[arg(long, env = "D2_ASYNC_TTL", default_value = "3600", value_parser = seconds)]
+    async_ttl: Duration,
     /// Secret path prefix (e.g. /s-8f2c41d9e7) under which the API answers without a token: give Supervisely http://HOST/PREFIX as the session URL.
     #[arg(long, env = "D2_PATH_PREFIX", hide_env_values = true)]
     path_prefix: Option<String>,
@@ -205,6 +211,9 @@ async fn run() -> Result<()> {
             "advanced" => Some(MergeMode::Advanced),
             _ => None,
         },
+        async_requests: !in_lambda,
+        max_async_requests: args.max_async_requests,
+        async_ttl: args.async_ttl,
         fault_infer_delay: std::env::var("D2_FAULT_INFER_DELAY_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis),
     };
     if let Some(d) = cfg.fault_infer_delay {
@@ -212,6 +221,7 @@ async fn run() -> Result<()> {
     }
     let state = AppState::new(cfg, cache.clone(), fetcher, admission.clone());
     let connections = state.connections.clone();
+    let jobs = state.jobs.clone();
     let app = router(state);
     let l = admission.limits();
     tracing::info!(registry = %args.source.registry, default_model = %default_key, lambda = in_lambda, threads = session.intra_threads, inference_slots = l.slots, max_queue = l.max_queue.map(|n| n as u64), queue_timeout_s = l.queue_timeout.map(|d| d.as_secs_f64()), index_ttl_s = args.index_ttl.as_secs_f64(), auth_token = args.auth_token.is_some(), path_prefix = args.path_prefix.is_some(), cache_dir = %args.source.cache_dir().display(), "serve starting");
@@ -255,11 +265,13 @@ async fn run() -> Result<()> {
     let signalled = Arc::new(tokio::sync::Notify::new());
     let drain_timeout = args.drain_timeout;
     let on_signal = {
-        let (admission, signalled) = (admission.clone(), signalled.clone());
+        let (admission, signalled, jobs) = (admission.clone(), signalled.clone(), jobs.clone());
         async move {
             let signal = shutdown_signal().await;
             tracing::info!(signal, running = admission.running(), waiting = admission.waiting(), drain_timeout_s = drain_timeout.as_secs_f64(), "draining: new requests get 503, accepted ones finish");
             admission.start_draining();
+            // Asynchronous requests stop at their next batch and report "Cancelled".
+            jobs.stop_all();
             signalled.notify_one();
         }
     };

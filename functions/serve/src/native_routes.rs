@@ -187,7 +187,20 @@ pub(crate) async fn native_predict(State(st): S, Path(rest): Path<String>, Query
 ))]
 pub(crate) async fn metrics(State(st): S) -> Response {
     let stats = st.cache.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let body = st.metrics.render(&stats, st.cache.loaded_keys().len(), &st.admission, &st.cache.index_status(), &st.connections);
+    let mut body = st.metrics.render(&stats, st.cache.loaded_keys().len(), &st.admission, &st.cache.index_status(), &st.connections);
+    let c = &st.jobs.counters;
+    body.push_str("# HELP d2serve_async_requests Asynchronous requests kept now, by state.\n# TYPE d2serve_async_requests gauge\n");
+    for (state, n) in st.jobs.census() {
+        body.push_str(&format!("d2serve_async_requests{{state=\"{state}\"}} {n}\n"));
+    }
+    body.push_str(&format!(
+        "# HELP d2serve_async_started_total Asynchronous requests started.\n# TYPE d2serve_async_started_total counter\nd2serve_async_started_total {}\n\
+         # HELP d2serve_async_refused_total Asynchronous requests refused (--max-async-requests).\n# TYPE d2serve_async_refused_total counter\nd2serve_async_refused_total {}\n\
+         # HELP d2serve_async_items_total Frames and images inferred for asynchronous and video requests.\n# TYPE d2serve_async_items_total counter\nd2serve_async_items_total {}\n",
+        c.started.load(std::sync::atomic::Ordering::Relaxed),
+        c.refused.load(std::sync::atomic::Ordering::Relaxed),
+        c.items.load(std::sync::atomic::Ordering::Relaxed),
+    ));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -1,11 +1,11 @@
 //! The Supervisely serving API's routes: session info, classes, settings,
 //! and inference on uploads, URLs and platform image ids.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Multipart, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use d2serve_engine::supervisely;
@@ -63,11 +63,13 @@ pub(crate) async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) 
         device: st.cfg.device.clone(),
         runtime: "onnxruntime".into(),
         sliding_window_support: st.cfg.sliding_window.map_or("none", MergeMode::as_str).into(),
-        videos_support: false,
-        async_video_inference_support: false,
-        tracking_on_videos_support: false,
-        async_image_inference_support: false,
-        tracking_algorithms: vec![],
+        // Video by id works everywhere (under Lambda within the function's timeout);
+        // the asynchronous family needs a process that outlives the request.
+        videos_support: true,
+        async_video_inference_support: st.cfg.async_requests,
+        tracking_on_videos_support: true,
+        async_image_inference_support: st.cfg.async_requests,
+        tracking_algorithms: vec!["botsort".into()],
         batch_inference_support: true,
         max_batch_size: MAX_BATCH,
         task_type: "instance segmentation".into(),
@@ -160,36 +162,9 @@ pub(crate) async fn inference_image_url(State(st): S, headers: HeaderMap, body: 
     Ok(respond(&key, &a.model.version, body, &a.timings, enc, &st))
 }
 
-/// Download an image from the configured Supervisely instance.
+/// Download an image from the request's Supervisely instance.
 pub(crate) async fn supervisely_image(st: &AppState, body: &Value, headers: &HeaderMap, id: i64) -> Result<Vec<u8>, ApiError> {
-    let server = st.cfg.supervisely_server.as_deref().ok_or_else(|| {
-        ApiError::bad_request("no_supervisely_server", "image ids need a Supervisely server: start serve with --supervisely-server (SERVER_ADDRESS) and send api_token")
-    })?;
-    let token = body
-        .get("api_token")
-        .and_then(Value::as_str)
-        .or_else(|| body.pointer("/context/apiToken").and_then(Value::as_str))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::to_string)
-        .or_else(|| st.cfg.supervisely_token.clone())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_api_token", "send api_token (or x-api-key) to read images from Supervisely"))?;
-    let url = format!("{}/public/api/v3/images.download", server.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .header("x-api-key", token)
-        .json(&json!({"id": id}))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "supervisely_unreachable", format!("{url}: {e}")))?;
-    match resp.status().as_u16() {
-        200 => {}
-        401 | 403 => return Err(ApiError::new(StatusCode::FORBIDDEN, "supervisely_refused", format!("Supervisely refused image {id}: check the API token"))),
-        404 | 400 => return Err(ApiError::new(StatusCode::NOT_FOUND, "image_not_found", format!("Supervisely has no image {id}"))),
-        s => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "supervisely_error", format!("Supervisely answered {s} for image {id}"))),
-    }
-    let bytes = resp.bytes().await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "supervisely_unreachable", e.to_string()))?;
-    Ok(bytes.to_vec())
+    crate::platform::Platform::for_request(st, body, headers)?.image(id).await
 }
 
 /// Predict on Supervisely image `state.image_id` (needs --supervisely-server and a token).

@@ -57,6 +57,8 @@ async fn lambda_events_drive_the_same_router() {
         // The page and the contract behind the Function URL too.
         function_url_event("GET", "/", b"", "text/plain", false),
         function_url_event("GET", "/openapi.json", b"", "text/plain", false),
+        // Nothing outlives an invocation: the asynchronous family is refused by name.
+        function_url_event("POST", "/inference_video_id_async", br#"{"state": {"videoId": 1}}"#, "application/json", false),
     ];
     let api = MockLambdaRuntime::start("serve", events);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_serve"))
@@ -75,7 +77,7 @@ async fn lambda_events_drive_the_same_router() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while api.responses.lock().unwrap().len() < 6 {
+    while api.responses.lock().unwrap().len() < 7 {
         assert!(Instant::now() < deadline, "lambda answered {:?}", api.responses.lock().unwrap());
         assert!(child.try_wait().unwrap().is_none(), "serve exited under Lambda: {}", std::fs::read_to_string(tmp.path().join("lambda.log")).unwrap_or_default());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -95,6 +97,8 @@ async fn lambda_events_drive_the_same_router() {
     let (r0, r1, r2, r3) = (&responses[0].1, &responses[1].1, &responses[2].1, &responses[3].1);
     assert_eq!(r0["statusCode"], 200);
     assert_eq!(body(r0)["task type"], "instance segmentation");
+    // Truthful under Lambda: video by id works within the function's timeout, the async family does not.
+    assert_eq!((body(r0)["videos_support"].as_bool(), body(r0)["async_video_inference_support"].as_bool(), body(r0)["async_image_inference_support"].as_bool()), (Some(true), Some(false), Some(false)));
     assert_eq!(r1["statusCode"], 200, "{r1}");
     assert!(body(r1)["annotation"]["objects"].as_array().unwrap().len() > 0);
     assert_eq!(body(r1)["annotation"]["size"], json!({"height": 400, "width": 600}));
@@ -109,6 +113,8 @@ async fn lambda_events_drive_the_same_router() {
     assert!(page.contains("<title>d2serve: try a model</title>") && page.contains("v1/models"), "the page under Lambda");
     assert_eq!(r5["statusCode"], 200);
     assert_eq!(body(r5)["openapi"], "3.1.0");
+    let r6 = &responses[6].1;
+    assert_eq!((r6["statusCode"].as_u64(), body(r6)["error"].as_str()), (Some(400), Some("async_unavailable")), "{r6}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
