@@ -92,3 +92,29 @@ async fn an_imported_model_is_served_with_its_own_classes() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "unknown_model", "{body}");
 }
+
+/// The real SDK's Session/SessionJSON on the video, asynchronous, tracking and
+/// project routes, against a stub of the platform that the script starts
+/// (`tests/sdk_video_client.py`): frames equal the image route, tracking's
+/// `video_ann` parses with a KeyIdMap, a stop halts the frame downloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisely_sdk_drives_videos_and_async_requests() {
+    let Some((root, python)) = sdk_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = local_registry(tmp.path()).await;
+    let stub_port = free_port();
+    let platform = format!("http://127.0.0.1:{stub_port}");
+    let s = start_serve(tmp.path(), &reg, &["--supervisely-server", &platform], &[]).await;
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tests/sdk_video_client.py"))
+        .arg(&s.base)
+        .arg(fixtures().join("images"))
+        .arg(stub_port.to_string())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "the SDK video client failed:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("SDK VIDEO: 6 passed, 0 failed"), "{text}");
+}
