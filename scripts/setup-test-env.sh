@@ -7,6 +7,7 @@
 #                    selenium (the page's browser test)
 #   chromium, chromium-driver (Debian packages, apt) for that browser test
 #   .venv-sdk/       the Supervisely Python SDK, as a real client of serve
+#   .venv-sdk-6.73.374/, .venv-sdk-6.73.545/  the older SDKs the Supervisely apps pin
 #   third_party/ort/ the ONNX Runtime library the Rust engine loads (scripts/install-ort.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,5 +36,14 @@ if [ ! -x .venv-sdk/bin/python ] || ! .venv-sdk/bin/python -c "import supervisel
   python3 -m venv .venv-sdk
   .venv-sdk/bin/pip install --quiet --disable-pip-version-check "supervisely==6.74.51"
 fi
+# The older SDKs the Supervisely apps pin (Apply NN to Videos: 6.73.374; Apply NN to
+# Images and NN Image Labeling: 6.73.545), for the video and async routes' client test.
+for v in 6.73.374 6.73.545; do
+  if [ ! -x ".venv-sdk-$v/bin/python" ] || ! ".venv-sdk-$v/bin/python" -c "import supervisely" 2>/dev/null; then
+    echo "setup: creating .venv-sdk-$v with the Supervisely SDK $v (about a minute)"
+    python3 -m venv ".venv-sdk-$v"
+    ".venv-sdk-$v/bin/pip" install --quiet --disable-pip-version-check "supervisely==$v"
+  fi
+done
 scripts/install-ort.sh
 echo "setup: test environment ready"

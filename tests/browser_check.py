@@ -111,6 +111,20 @@ try:
     shown = driver.find_element(By.ID, "error").text
     check("a bad file shows the API's detail (%d)" % bad_status, bad_status >= 400 and shown == bad_answer["detail"], "%r vs %r" % (shown, bad_answer.get("detail")))
     check("nothing is left drawn after the error", driver.find_element(By.ID, "canvas").get_attribute("data-instances") == "0")
+
+    # Sliding window from the page: what the API answers with the same window and overlap.
+    url = "%s/v1/models/%s/predict?conf=%s&window=256x256&overlap=32x32" % (BASE, urllib.request.quote(key, safe=""), conf)
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers={"content-type": "application/octet-stream"}), timeout=120) as r:
+        windowed = json.load(r)
+    driver.find_element(By.ID, "window").send_keys("256x256")
+    driver.find_element(By.ID, "overlap").send_keys("32x32")
+    driver.find_element(By.ID, "file").send_keys(os.path.abspath(args.image))
+    wait.until(lambda d: d.find_element(By.ID, "status").get_attribute("data-state") in ("done", "error"))
+    drawn = int(driver.find_element(By.ID, "canvas").get_attribute("data-instances"))
+    check("a sliding window set on the page draws what the API answers (%d in %d windows)" % (len(windowed["annotation"]["objects"]), len(windowed["slides"]) - 2),
+          drawn == len(windowed["annotation"]["objects"]) and len(windowed["slides"]) > 3, drawn)
+    for field in ("window", "overlap"):
+        driver.find_element(By.ID, field).clear()
     if args.image_url:
         req = urllib.request.Request("%s/v1/models/%s/predict" % (BASE, urllib.request.quote(key, safe="")),
                                      data=json.dumps({"url": args.image_url, "settings": {"conf_thres": conf}}).encode(),

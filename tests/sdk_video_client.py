@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The REAL Supervisely SDK (Session, SessionJSON; tested with supervisely==6.74.51) driving a running
+"""The REAL Supervisely SDK (Session, SessionJSON; tested with supervisely 6.74.51, and 6.73.545 and 6.73.374,
+which the Supervisely apps pin) driving a running
 d2serve's video, asynchronous, tracking and project routes, with a stub of the platform's REST API.
 
 usage: sdk_video_client.py BASE_URL IMAGES_DIR STUB_PORT

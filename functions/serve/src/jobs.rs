@@ -294,3 +294,68 @@ impl Jobs {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uuid_state(job: &Job) -> Value {
+        json!({"inference_request_uuid": job.uuid})
+    }
+
+    #[test]
+    fn progress_follows_the_recommended_semantics() {
+        let jobs = Jobs::new(2, Duration::from_secs(60));
+        let job = jobs.create().unwrap();
+        let p = job.progress_json();
+        assert_eq!((p["stage"].as_str(), p["progress"]["total"].as_u64(), p["is_inferring"].as_bool()), (Some(PREPARING), Some(1), Some(true)));
+        assert!(job.preparing_json()["status"].is_string(), "never a null status");
+        job.start_inference(3);
+        job.push(json!({"frame_index": 0}));
+        job.push(json!({"frame_index": 1}));
+        let popped = job.pop_json();
+        assert_eq!(popped["pending_results"], json!([{"frame_index": 0}, {"frame_index": 1}]));
+        assert!(popped.get("exception").is_some_and(Value::is_null), "exception present in pop replies");
+        assert_eq!(job.pop_json()["pending_results"], json!([]), "nothing re-delivered");
+        // Still inferring until the final result is stored.
+        assert_eq!(job.progress_json()["is_inferring"], true);
+        job.finish(Some(json!({"video_ann": null})), None);
+        let p = job.progress_json();
+        assert_eq!((p["stage"].as_str(), p["is_inferring"].as_bool(), p["result"].as_bool()), (Some(FINISHED), Some(false), Some(true)));
+        assert_eq!(job.final_result_json(), json!({"video_ann": null}));
+    }
+
+    #[test]
+    fn an_error_ends_the_request_so_that_no_client_waits_for_ever() {
+        let jobs = Jobs::new(2, Duration::from_secs(60));
+        let job = jobs.create().unwrap();
+        job.start_inference(1);
+        job.fail(&ApiError::new(StatusCode::BAD_GATEWAY, "supervisely_error", "Supervisely videos.info answered 500"));
+        let p = job.progress_json();
+        assert_eq!((p["stage"].as_str(), p["progress"]["total"].as_u64(), p["finished"].as_bool(), p["is_inferring"].as_bool()), (Some(ERROR), Some(0), Some(true), Some(false)));
+        assert_eq!(p["exception"]["message"], "Supervisely videos.info answered 500");
+    }
+
+    #[test]
+    fn limits_stop_clear_and_expiry() {
+        let jobs = Jobs::new(1, Duration::from_millis(200));
+        let a = jobs.create().unwrap();
+        let refused = jobs.create().unwrap_err();
+        assert_eq!((refused.status, refused.retry_after), (StatusCode::SERVICE_UNAVAILABLE, Some(10)));
+        // SIGTERM: every running request stops, and reports it when its worker ends.
+        jobs.stop_all();
+        assert!(a.stopped());
+        a.finish(None, None);
+        assert_eq!(a.progress_json()["stage"], CANCELLED);
+        assert_eq!(jobs.census()[2], ("cancelled", 1));
+        let b = jobs.create().unwrap();
+        jobs.clear(&uuid_state(&b)).unwrap();
+        assert!(b.stopped(), "clear stops");
+        assert!(jobs.get(&uuid_state(&b)).is_ok(), "a cleared request still answers for a while");
+        jobs.clear(&json!({"inference_request_uuid": "f".repeat(32)})).unwrap();
+        assert_eq!(jobs.get(&json!({})).unwrap_err().status, StatusCode::BAD_REQUEST);
+        // Nobody polls a finished request: it is dropped after the TTL.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(jobs.get(&uuid_state(&a)).unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+}
