@@ -36,19 +36,15 @@ pub struct VideoInfo {
 }
 
 impl Platform {
-    /// The platform of a request: `server_address` in the body, else
-    /// `--supervisely-server`; the token from `api_token`, `context.apiToken`,
-    /// the `x-api-key` header, else `--supervisely-token`.
+    /// The platform of a request: `--supervisely-server` (`SERVER_ADDRESS`);
+    /// the token from `api_token`, `context.apiToken`, the `x-api-key` header,
+    /// else `--supervisely-token`. A `server_address` in the body is not
+    /// followed: it would let any client point this server, with a token, at
+    /// any address (internal ones included).
     pub fn for_request(st: &AppState, body: &Value, headers: &HeaderMap) -> Result<Self, ApiError> {
-        let server = body
-            .get("server_address")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .or_else(|| st.cfg.supervisely_server.clone())
-            .ok_or_else(|| {
-                ApiError::bad_request("no_supervisely_server", "ids need a Supervisely server: start serve with --supervisely-server (SERVER_ADDRESS) or send server_address")
-            })?;
+        let server = st.cfg.supervisely_server.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            ApiError::bad_request("no_supervisely_server", "ids need a Supervisely server: start serve with --supervisely-server (SERVER_ADDRESS)")
+        })?;
         let token = body
             .get("api_token")
             .and_then(Value::as_str)

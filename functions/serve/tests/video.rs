@@ -239,6 +239,14 @@ async fn videos_and_async_requests_through_a_stub_platform() {
     assert_eq!(post(base, "get_inference_progress", json!({"inference_request_uuid": "0".repeat(32)})).await.0, 404);
     let r = reqwest::Client::new().post(format!("{base}/inference_video_id")).json(&json!({"state": {"videoId": 7}, "api_token": "wrong"})).send().await.unwrap();
     assert_eq!(r.status(), 403);
+    // A server_address in the body is not followed (the configured platform answers, not 169.254.169.254).
+    let r = reqwest::Client::new()
+        .post(format!("{base}/inference_video_id"))
+        .json(&json!({"state": {"videoId": 7, "framesCount": 1}, "api_token": TOKEN, "server_address": "http://169.254.169.254"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let (_, r) = post(base, "inference_video_id_async", json!({"videoId": 13, "batch_size": 2})).await;
     let uuid = r["inference_request_uuid"].as_str().unwrap().to_string();
     let failed = wait_done(base, &uuid).await;
