@@ -3,6 +3,7 @@
 
 mod bench;
 mod convert;
+mod eval;
 mod import;
 mod list;
 mod load;
@@ -29,6 +30,7 @@ Examples:
   zoo verify                                 re-hash the cache against models.lock
   zoo convert r50-fpn-3x                     the cached checkpoint -> artifacts/<key>/model.onnx
   zoo import output/model_final.pth --name lemons   your own fine-tuned model -> artifacts/lemons
+  zoo eval lemons --images val/ --annotations val/instances.json   its COCO box and mask AP
   zoo publish r50-fpn-3x --to s3://my-bucket/registry
   zoo registry ls --registry file://./registry
 
@@ -145,6 +147,9 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// COCO box and mask AP of a converted or imported model on a COCO-format dataset.
+    #[command(after_help = eval::AFTER_HELP)]
+    Eval(eval::EvalArgs),
     /// Measure cold start and warm latency of a converted model (see docs/BENCHMARKS.md).
     #[command(after_help = "Examples:\n  zoo bench --model r50-fpn-3x --image photo.png --runs 10\n  zoo bench --model r50-fpn-3x --artifact out/r50 --threads 2 --json")]
     Bench(BenchArgs),
@@ -447,6 +452,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => import::run(g, args).await,
         Command::Predict(args) => predict::predict(g, args),
         Command::Draw { image, annotation, out, model } => predict::draw(g, image, annotation, out, model.as_deref()),
+        Command::Eval(args) => eval::run(g, args),
         Command::Bench(args) => bench::bench(g, args).await,
         Command::Load(args) => load::run(args).await,
         Command::SuperviselyApp { out, image, check } => supervisely_app(g, out, image, *check),

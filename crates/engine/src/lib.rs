@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cache;
+pub mod coco;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod decode;
