@@ -52,6 +52,17 @@ impl RegionMask {
     }
 }
 
+/// Intersection over union of two [x0, y0, x1, y1] boxes (0 when both are empty):
+/// the one box IoU of the sliding-window merge and the tracker.
+pub fn box_iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let area = |r: &[f64; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
 /// detector_postprocess on one box (x0,y0,x1,y1 in the resized frame of size (rh, rw)) for an output image (oh, ow):
 /// scale by (ow/rw, oh/rh) (computed in f64, then rounded to f32 and multiplied in f32, as PyTorch does), clip x to [0, ow], y to [0, oh].
 /// Returns None when the result is empty (width <= 0 or height <= 0), which Detectron2 drops.

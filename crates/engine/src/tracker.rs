@@ -141,15 +141,6 @@ fn xywh(b: &[f64; 4]) -> [f64; 4] {
 }
 
 /// IoU of two boxes.
-fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let area = |r: &[f64; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
-}
-
 /// The output of one frame.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FrameTracks {
@@ -259,7 +250,7 @@ impl BotSort {
         let mut drop_lost = vec![false; lost.len()];
         for (i, a) in tracked.iter().enumerate() {
             for (j, b) in lost.iter().enumerate() {
-                if 1.0 - iou(&a.tlbr(), &b.tlbr()) < 0.15 {
+                if 1.0 - crate::paste::box_iou(&a.tlbr(), &b.tlbr()) < 0.15 {
                     if frame - a.start_frame > frame - b.start_frame {
                         drop_lost[j] = true;
                     } else {
@@ -285,7 +276,7 @@ impl BotSort {
                 let tb = t.tlbr();
                 idx.iter()
                     .map(|&d| {
-                        let sim = iou(&tb, &dets[d].bbox);
+                        let sim = crate::paste::box_iou(&tb, &dets[d].bbox);
                         if fuse { 1.0 - sim * dets[d].score } else { 1.0 - sim }
                     })
                     .collect()

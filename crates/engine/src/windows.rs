@@ -174,13 +174,8 @@ fn add(total: &mut Timings, t: &Timings) {
 }
 
 /// Intersection over union of two boxes `[x0, y0, x1, y1]`.
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f64 {
+    crate::paste::box_iou(&a.map(f64::from), &b.map(f64::from))
 }
 
 /// Class-agnostic NMS: instances by descending score (ties in input order),
@@ -191,7 +186,7 @@ pub fn agnostic_nms(instances: &[Instance], threshold: f32) -> Vec<Instance> {
     let mut kept: Vec<&Instance> = Vec::new();
     for i in order {
         let cand = &instances[i];
-        if kept.iter().all(|k| iou(&k.bbox, &cand.bbox) <= threshold) {
+        if kept.iter().all(|k| iou(&k.bbox, &cand.bbox) <= f64::from(threshold)) {
             kept.push(cand);
         }
     }
