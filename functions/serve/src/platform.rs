@@ -78,12 +78,7 @@ impl Platform {
 
     pub async fn video_info(&self, id: i64) -> Result<VideoInfo, ApiError> {
         let what = format!("video {id}");
-        let v: Value = self
-            .call("videos.info", &json!({"id": id, "forceMetadataForLinks": true}), &what)
-            .await?
-            .json()
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "supervisely_error", format!("Supervisely videos.info for {what}: {e}")))?;
+        let v = self.json("videos.info", &json!({"id": id, "forceMetadataForLinks": true}), &what).await?;
         let frames_count = v
             .pointer("/fileMeta/framesCount")
             .or_else(|| v.get("framesCount"))
