@@ -191,6 +191,68 @@ async fn infer_waiting(st: &Arc<AppState>, job: &Job, w: &Work, bytes: Vec<u8>) 
     }
 }
 
+/// Batches downloaded one ahead: while batch n is handed out, batch n+1 is
+/// already downloading. Dropping it aborts the download in flight.
+struct Prefetch<B, T, F> {
+    batches: Vec<B>,
+    n: usize,
+    next: Option<tokio::task::JoinHandle<Result<Vec<T>, ApiError>>>,
+    fetch: F,
+    what: &'static str,
+}
+
+impl<B: Clone, T, F: Fn(B) -> tokio::task::JoinHandle<Result<Vec<T>, ApiError>>> Prefetch<B, T, F> {
+    fn new(batches: Vec<B>, fetch: F, what: &'static str) -> Self {
+        let next = batches.first().cloned().map(&fetch);
+        Self { batches, n: 0, next, fetch, what }
+    }
+
+    /// The next batch and its downloaded items; None after the last one.
+    async fn next(&mut self) -> Option<Result<(B, Vec<T>), ApiError>> {
+        let handle = self.next.take()?;
+        let got = match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(ApiError::internal(format!("{} download crashed: {e}", self.what))),
+        };
+        let batch = self.batches[self.n].clone();
+        self.n += 1;
+        self.next = self.batches.get(self.n).cloned().map(&self.fetch);
+        Some(got.map(|items| (batch, items)))
+    }
+}
+
+impl<B, T, F> Drop for Prefetch<B, T, F> {
+    fn drop(&mut self) {
+        if let Some(h) = self.next.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Where one async result came from, beside its annotation.
+#[derive(Default)]
+struct Origin {
+    video_id: Option<i64>,
+    frame_index: Option<i64>,
+    dataset_id: Option<i64>,
+    project_id: Option<i64>,
+}
+
+/// One async result: the prediction with the fields Supervisely's async results carry.
+fn item_json(a: &crate::inference::Answer, name: Option<&str>, image_id: Option<i64>, origin: Origin) -> Value {
+    let mut p = prediction_json(a, name, image_id);
+    if let Value::Object(o) = &mut p {
+        for k in ["source", "path", "url"] {
+            o.insert(k.into(), Value::Null);
+        }
+        o.insert("video_id".into(), json!(origin.video_id));
+        o.insert("frame_index".into(), json!(origin.frame_index));
+        o.insert("dataset_id".into(), json!(origin.dataset_id));
+        o.insert("project_id".into(), json!(origin.project_id));
+    }
+    p
+}
+
 /// The video worker: frames in batches, the next batch downloading while
 /// the current one is inferred; stop is checked before each batch.
 async fn run_video(st: Arc<AppState>, job: Arc<Job>, platform: Platform, info: VideoInfo, frames: Vec<i64>, w: Work) {
@@ -202,49 +264,32 @@ async fn run_video(st: Arc<AppState>, job: Arc<Job>, platform: Platform, info: V
         let id = info.id;
         tokio::spawn(async move { p.video_frames(id, &c).await })
     };
-    let mut next = chunks.first().cloned().map(fetch);
+    let mut batches = Prefetch::new(chunks, fetch, "frame");
     let mut tracking = w.tracker.clone().map(|t| Tracking { tracker: BotSort::new(t), frames: Vec::new(), size: (0, 0) });
-    for (n, batch) in chunks.iter().enumerate() {
-        if job.stopped() {
-            break;
-        }
-        let images = match next.take() {
-            Some(h) => match h.await {
-                Ok(Ok(images)) => images,
-                Ok(Err(e)) => return job.fail(&e),
-                Err(e) => return job.fail(&ApiError::internal(format!("frame download crashed: {e}"))),
-            },
+    'batches: while !job.stopped() {
+        let (batch, images) = match batches.next().await {
             None => break,
+            Some(Ok(got)) => got,
+            Some(Err(e)) => return job.fail(&e),
         };
-        next = chunks.get(n + 1).cloned().map(fetch);
         for (frame, bytes) in batch.iter().zip(images) {
             match infer_waiting(&st, &job, &w, bytes).await {
                 Ok(Some(mut a)) => {
                     let track_ids = tracking.as_mut().map(|t| t.frame(*frame, &mut a));
-                    let mut p = prediction_json(&a, None, None);
+                    let origin = Origin { video_id: Some(info.id), frame_index: Some(*frame), dataset_id: info.dataset_id, project_id: info.project_id };
+                    let mut p = item_json(&a, None, None, origin);
                     if let (Some(ids), Some(ann)) = (track_ids, p.get_mut("annotation").and_then(Value::as_object_mut)) {
                         ann.insert("customBigData".into(), json!(ids));
-                    }
-                    if let Value::Object(o) = &mut p {
-                        o.insert("source".into(), Value::Null);
-                        o.insert("path".into(), Value::Null);
-                        o.insert("url".into(), Value::Null);
-                        o.insert("video_id".into(), json!(info.id));
-                        o.insert("frame_index".into(), json!(frame));
-                        o.insert("dataset_id".into(), json!(info.dataset_id));
-                        o.insert("project_id".into(), json!(info.project_id));
                     }
                     st.jobs.counters.items.fetch_add(1, Ordering::Relaxed);
                     job.push(p);
                 }
-                Ok(None) => break,
+                Ok(None) => break 'batches,
                 Err(e) => return job.fail(&e),
             }
         }
     }
-    if let Some(h) = next {
-        h.abort();
-    }
+    drop(batches);
     let video_ann = tracking.map_or(Value::Null, |t| t.video_ann(info.frames_count));
     job.finish(Some(json!({"video_ann": video_ann})), None);
 }
@@ -253,28 +298,28 @@ async fn run_video(st: Arc<AppState>, job: Arc<Job>, platform: Platform, info: V
 async fn run_images(st: Arc<AppState>, job: Arc<Job>, platform: Platform, ids: Vec<i64>, w: Work) {
     job.start_inference(ids.len() as u64);
     let mut last = None;
-    for id in &ids {
-        if job.stopped() {
-            break;
-        }
-        let bytes = match platform.image(*id).await {
-            Ok(b) => b,
-            Err(e) => return job.fail(&e),
+    let fetch = |id: i64| {
+        let p = platform.clone();
+        tokio::spawn(async move { p.image(id).await.map(|b| vec![b]) })
+    };
+    let mut images = Prefetch::new(ids.clone(), fetch, "image");
+    'images: while !job.stopped() {
+        let (id, bytes) = match images.next().await {
+            None => break,
+            Some(Ok(got)) => got,
+            Some(Err(e)) => return job.fail(&e),
         };
-        match infer_waiting(&st, &job, &w, bytes).await {
-            Ok(Some(a)) => {
-                let mut p = prediction_json(&a, None, Some(*id));
-                if let Value::Object(o) = &mut p {
-                    o.insert("source".into(), Value::Null);
-                    o.insert("video_id".into(), Value::Null);
-                    o.insert("frame_index".into(), Value::Null);
+        for b in bytes {
+            match infer_waiting(&st, &job, &w, b).await {
+                Ok(Some(a)) => {
+                    let p = item_json(&a, None, Some(id), Origin::default());
+                    st.jobs.counters.items.fetch_add(1, Ordering::Relaxed);
+                    last = Some(p.clone());
+                    job.push(p);
                 }
-                st.jobs.counters.items.fetch_add(1, Ordering::Relaxed);
-                last = Some(p.clone());
-                job.push(p);
+                Ok(None) => break 'images,
+                Err(e) => return job.fail(&e),
             }
-            Ok(None) => break,
-            Err(e) => return job.fail(&e),
         }
     }
     job.finish(None, if ids.len() == 1 { last } else { None });
@@ -306,44 +351,27 @@ async fn run_project(st: Arc<AppState>, job: Arc<Job>, platform: Platform, proje
         let p = platform.clone();
         tokio::spawn(async move { p.images_bulk(ds, &imgs.iter().map(|i| i.0).collect::<Vec<_>>()).await })
     };
-    let mut next = batches.first().cloned().map(fetch);
-    for (n, (ds, imgs)) in batches.iter().enumerate() {
-        if job.stopped() {
-            break;
-        }
-        let bytes = match next.take() {
-            Some(h) => match h.await {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => return job.fail(&e),
-                Err(e) => return job.fail(&ApiError::internal(format!("image download crashed: {e}"))),
-            },
+    let mut batches = Prefetch::new(batches, fetch, "image");
+    'batches: while !job.stopped() {
+        let ((ds, imgs), bytes) = match batches.next().await {
             None => break,
+            Some(Ok(got)) => got,
+            Some(Err(e)) => return job.fail(&e),
         };
-        next = batches.get(n + 1).cloned().map(fetch);
         for ((id, name), b) in imgs.iter().zip(bytes) {
             match infer_waiting(&st, &job, &w, b).await {
                 Ok(Some(a)) => {
-                    let mut p = prediction_json(&a, Some(name), Some(*id));
-                    if let Value::Object(o) = &mut p {
-                        o.insert("source".into(), Value::Null);
-                        o.insert("path".into(), Value::Null);
-                        o.insert("url".into(), Value::Null);
-                        o.insert("dataset_id".into(), json!(ds));
-                        o.insert("project_id".into(), json!(project));
-                        o.insert("video_id".into(), Value::Null);
-                        o.insert("frame_index".into(), Value::Null);
-                    }
+                    let origin = Origin { dataset_id: Some(ds), project_id: Some(project), ..Default::default() };
+                    let p = item_json(&a, Some(name), Some(*id), origin);
                     st.jobs.counters.items.fetch_add(1, Ordering::Relaxed);
                     job.push(p);
                 }
-                Ok(None) => break,
+                Ok(None) => break 'batches,
                 Err(e) => return job.fail(&e),
             }
         }
     }
-    if let Some(h) = next {
-        h.abort();
-    }
+    drop(batches);
     job.finish(None, None);
 }
 
