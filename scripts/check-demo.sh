@@ -12,12 +12,19 @@ fail() { echo "check-demo: FAIL: $*"; echo "--- demo output:"; cat "$log"; exit 
 
 scripts/demo.sh > "$log" 2>&1 || fail "scripts/demo.sh exited $?"
 grep -q "zoo: error" "$log" && fail "the demo printed an error line"
-python3 - out/astronaut.json <<'PY' || fail "out/astronaut.json is not an annotation with objects"
+# The demo shows the trained sample on a validation scene: real objects of its classes.
+python3 - out/val_0009.json samples/shapes/val/instances.json <<'PY' || fail "out/val_0009.json is not the trained sample's annotation of its objects"
 import json, sys
 ann = json.load(open(sys.argv[1]))["annotation"]
-assert ann["size"] == {"height": 512, "width": 512} and len(ann["objects"]) > 0, ann["size"]
+gt = json.load(open(sys.argv[2]))
+img = next(i for i in gt["images"] if i["file_name"] == "val_0009.png")
+assert ann["size"] == {"height": img["height"], "width": img["width"]}, ann["size"]
+names = {c["name"] for c in gt["categories"]}
+truth = [a for a in gt["annotations"] if a["image_id"] == img["id"]]
+assert len(ann["objects"]) > 0 and {o["classTitle"] for o in ann["objects"]} <= names, ann["objects"]
+assert abs(len(ann["objects"]) - len(truth)) <= 2, (len(ann["objects"]), len(truth))
 PY
-[ -s out/astronaut_overlay.png ] || fail "no overlay picture"
+[ -s out/val_0009_overlay.png ] || fail "no overlay picture"
 
 target/debug/zoo list --json > "$tmp/list.json" || fail "zoo list"
 python3 - "$tmp/list.json" <<'PY' || fail "zoo list does not show r50-fpn-3x converted and published"
@@ -26,6 +33,8 @@ row = next(r for r in json.load(open(sys.argv[1])) if r["key"] == "COCO-Instance
 assert row["converted"] and row["published"], row
 # Offline the demo serves the bundled sample: it must say so and claim no AP.
 assert row["source"] == "zoo" or (row["source"] == "sample" and row["box_ap"] is None and "random weights" in row["name"]), row
+shapes = next(r for r in json.load(open(sys.argv[1])) if r["key"] == "shapes")
+assert shapes["converted"] and shapes["published"] and shapes["num_classes"] == 5, shapes
 PY
 target/debug/zoo predict tests/fixtures/images/chelsea.png --overlay "$tmp/chelsea.png" > "$tmp/predict.txt" || fail "zoo predict with no flags"
 [ -s "$tmp/chelsea.png" ] || fail "zoo predict wrote no overlay"

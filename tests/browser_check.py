@@ -73,7 +73,8 @@ try:
     check("the default model is selected", key == default, key)
     wait.until(lambda d: d.find_element(By.ID, "model-info").text.strip() != "")
     info = driver.find_element(By.ID, "model-info").text
-    check("the model's dataset and classes are shown", str(models[0]["num_classes"]) in info and "classes" in info, info)
+    shown = next(m for m in models if m["key"] == key)
+    check("the model's dataset and classes are shown", f'{shown["num_classes"]} classes' in info, info)
 
     conf = float(driver.find_element(By.ID, "conf").get_attribute("value"))
     data = open(args.image, "rb").read()
