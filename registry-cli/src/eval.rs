@@ -64,11 +64,11 @@ pub fn run(g: &Global, args: &EvalArgs) -> Result<()> {
         bail!("{} lists no images", args.annotations.display());
     }
     let started = std::time::Instant::now();
-    let (dets, model_name, class_names) = match &args.results {
+    let (dets, model_name) = match &args.results {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let dets = d2serve_engine::coco::read_results(&bytes, &gt).with_context(|| format!("{} (pass a COCO results JSON list)", path.display()))?;
-            (dets, None, None)
+            (dets, None)
         }
         None => {
             let catalog = g.catalog()?;
@@ -97,8 +97,7 @@ pub fn run(g: &Global, args: &EvalArgs) -> Result<()> {
                 }
                 d2serve_registry::atomic::write(path, &serde_json::to_vec(&results)?).with_context(|| format!("writing {}", path.display()))?;
             }
-            let names: Vec<String> = model.class_names().map(str::to_string).collect();
-            (dets, Some(model.manifest.key.clone()), Some(names))
+            (dets, Some(model.manifest.key.clone()))
         }
     };
     let predict_secs = started.elapsed().as_secs_f64();
@@ -132,7 +131,6 @@ pub fn run(g: &Global, args: &EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let _ = class_names;
     println!(
         "{}: {} images, {} ground-truth objects, {} detections ({:.1} s)",
         args.annotations.display(),
@@ -141,13 +139,13 @@ pub fn run(g: &Global, args: &EvalArgs) -> Result<()> {
         dets.len(),
         predict_secs
     );
-    for (label, s, t) in [("bbox", Some(&boxes), IouType::Bbox), ("segm", masks.as_ref(), IouType::Segm)] {
+    for (label, s) in [("bbox", Some(&boxes)), ("segm", masks.as_ref())] {
         let Some(s) = s else {
             println!("\nsegm: not scored (the annotations or the results lack masks)");
             continue;
         };
         println!("\nEvaluate annotation type *{label}*");
-        for line in summary_lines(s, t) {
+        for line in summary_lines(s) {
             println!("{line}");
         }
         let row: Vec<String> = s.stats.iter().take(6).map(|v| if *v < 0.0 { "nan".into() } else { format!("{:.3}", v * 100.0) }).collect();

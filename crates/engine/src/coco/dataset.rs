@@ -163,10 +163,6 @@ impl Dataset {
         }
         Ok(Dataset { images: raw.images, categories: raw.categories, annotations })
     }
-
-    pub fn image(&self, id: i64) -> Option<&ImageInfo> {
-        self.images.iter().find(|i| i.id == id)
-    }
 }
 
 #[derive(Deserialize)]

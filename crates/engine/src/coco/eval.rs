@@ -36,10 +36,13 @@ pub const STAT_NAMES: [&str; 12] = ["AP", "AP50", "AP75", "APs", "APm", "APl", "
 
 struct Gt<'a> {
     obj: &'a Object,
+    /// Pixels of its mask (0 when evaluating boxes).
+    mask_area: u64,
 }
 
 struct Dt<'a> {
     det: &'a Detection,
+    /// Its mask's pixels (segm), else its box's area: the area range it falls in.
     area: f64,
 }
 
@@ -59,7 +62,8 @@ fn box_iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
     i / u
 }
 
-fn mask_iou(d: &super::Rle, g: &super::Rle, crowd: bool) -> f64 {
+/// Mask IoU from the two masks and their areas (computed once per mask, not per pair).
+fn mask_iou((d, d_area): (&super::Rle, f64), (g, g_area): (&super::Rle, u64), crowd: bool) -> f64 {
     if (d.height, d.width) != (g.height, g.width) {
         return -1.0;
     }
@@ -67,8 +71,8 @@ fn mask_iou(d: &super::Rle, g: &super::Rle, crowd: bool) -> f64 {
     if i == 0 {
         return 0.0;
     }
-    let u = if crowd { d.area() } else { d.area() + g.area() - i };
-    i as f64 / u as f64
+    let u = if crowd { d_area } else { d_area + g_area as f64 - i as f64 };
+    i as f64 / u
 }
 
 /// The per-image, per-category, per-area-range matching (`evaluateImg`).
@@ -81,6 +85,62 @@ struct ImageEval {
     ignored: Vec<Vec<bool>>,
     /// Ground truths not ignored.
     counted_gt: usize,
+}
+
+/// `evaluateImg` for one area range: greedy matching, best detection first, at
+/// each IoU threshold. `ious[d][g]` has the ground truth in its given order.
+fn match_in_range(g: &[Gt], d: &[Dt], ious: &[Vec<f64>], (lo, hi): (f64, f64), iou_thrs: &[f64]) -> ImageEval {
+    // Ground truth: not-ignored first (stable).
+    let ignore: Vec<bool> = g.iter().map(|x| x.obj.iscrowd || x.obj.area < lo || x.obj.area > hi).collect();
+    let mut order: Vec<usize> = (0..g.len()).collect();
+    order.sort_by_key(|&i| ignore[i]);
+    let g_ignore: Vec<bool> = order.iter().map(|&i| ignore[i]).collect();
+    let g_crowd: Vec<bool> = order.iter().map(|&i| g[i].obj.iscrowd).collect();
+    let t_n = iou_thrs.len();
+    let mut matched = vec![vec![false; d.len()]; t_n];
+    let mut ignored = vec![vec![false; d.len()]; t_n];
+    for (ti, &t) in iou_thrs.iter().enumerate() {
+        let mut gt_taken = vec![false; g.len()];
+        for di in 0..d.len() {
+            let mut best = t.min(1.0 - 1e-10);
+            let mut m: Option<usize> = None;
+            for (gi, &go) in order.iter().enumerate() {
+                if gt_taken[gi] && !g_crowd[gi] {
+                    continue;
+                }
+                // Matched a counted truth already and only ignored ones remain.
+                if let Some(mi) = m
+                    && !g_ignore[mi]
+                    && g_ignore[gi]
+                {
+                    break;
+                }
+                let iou = ious[di][go];
+                if iou < best {
+                    continue;
+                }
+                best = iou;
+                m = Some(gi);
+            }
+            if let Some(mi) = m {
+                ignored[ti][di] = g_ignore[mi];
+                matched[ti][di] = true;
+                gt_taken[mi] = true;
+            }
+        }
+        // Unmatched detections outside the area range are ignored.
+        for di in 0..d.len() {
+            if !matched[ti][di] && (d[di].area < lo || d[di].area > hi) {
+                ignored[ti][di] = true;
+            }
+        }
+    }
+    ImageEval {
+        scores: d.iter().map(|x| x.det.score).collect(),
+        matched,
+        ignored,
+        counted_gt: g_ignore.iter().filter(|i| !**i).count(),
+    }
 }
 
 /// Errors a dataset or results can cause when evaluated.
@@ -109,7 +169,11 @@ pub fn evaluate(gt: &Dataset, dets: &[Detection], iou_type: IouType) -> Result<S
         if iou_type == IouType::Segm && o.mask.is_none() {
             return Err(EvalError::GtWithoutMask(n, o.image_id));
         }
-        gts.entry((o.image_id, o.category_id)).or_default().push(Gt { obj: o });
+        let mask_area = match (iou_type, &o.mask) {
+            (IouType::Segm, Some(m)) => m.area(),
+            _ => 0,
+        };
+        gts.entry((o.image_id, o.category_id)).or_default().push(Gt { obj: o, mask_area });
     }
     let mut dts: HashMap<(i64, i64), Vec<Dt>> = HashMap::new();
     for d in dets {
@@ -131,82 +195,37 @@ pub fn evaluate(gt: &Dataset, dets: &[Detection], iou_type: IouType) -> Result<S
     // evals[cat][area][image]
     let mut evals: Vec<Vec<Vec<Option<ImageEval>>>> = Vec::with_capacity(cat_ids.len());
     for &cat in &cat_ids {
-        let mut per_area = Vec::with_capacity(AREA_RANGES.len());
-        for &(lo, hi) in &AREA_RANGES {
-            let mut per_img = Vec::with_capacity(img_ids.len());
-            for &img in &img_ids {
-                let g = gts.get(&(img, cat)).map(Vec::as_slice).unwrap_or(&[]);
-                let d = dts.get(&(img, cat)).map(Vec::as_slice).unwrap_or(&[]);
-                if g.is_empty() && d.is_empty() {
-                    per_img.push(None);
-                    continue;
-                }
-                // Ground truth: not-ignored first (stable).
-                let ignore: Vec<bool> = g.iter().map(|x| x.obj.iscrowd || x.obj.area < lo || x.obj.area > hi).collect();
-                let mut order: Vec<usize> = (0..g.len()).collect();
-                order.sort_by_key(|&i| ignore[i]);
-                let ious: Vec<Vec<f64>> = d
-                    .iter()
-                    .map(|dt| {
-                        order
-                            .iter()
-                            .map(|&gi| {
-                                let go = g[gi].obj;
-                                match iou_type {
-                                    IouType::Bbox => box_iou(&dt.det.bbox, &go.bbox, go.iscrowd),
-                                    IouType::Segm => mask_iou(dt.det.mask.as_ref().expect("checked"), go.mask.as_ref().expect("checked"), go.iscrowd),
-                                }
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let g_ignore: Vec<bool> = order.iter().map(|&i| ignore[i]).collect();
-                let g_crowd: Vec<bool> = order.iter().map(|&i| g[i].obj.iscrowd).collect();
-                let mut matched = vec![vec![false; d.len()]; t_n];
-                let mut ignored = vec![vec![false; d.len()]; t_n];
-                for (ti, &t) in iou_thrs.iter().enumerate() {
-                    let mut gt_taken = vec![false; g.len()];
-                    for di in 0..d.len() {
-                        let mut best = t.min(1.0 - 1e-10);
-                        let mut m: Option<usize> = None;
-                        for gi in 0..g.len() {
-                            if gt_taken[gi] && !g_crowd[gi] {
-                                continue;
-                            }
-                            // Matched a counted truth already and only ignored ones remain.
-                            if let Some(mi) = m
-                                && !g_ignore[mi]
-                                && g_ignore[gi]
-                            {
-                                break;
-                            }
-                            if ious[di][gi] < best {
-                                continue;
-                            }
-                            best = ious[di][gi];
-                            m = Some(gi);
-                        }
-                        if let Some(mi) = m {
-                            ignored[ti][di] = g_ignore[mi];
-                            matched[ti][di] = true;
-                            gt_taken[mi] = true;
-                        }
-                    }
-                    // Unmatched detections outside the area range are ignored.
-                    for di in 0..d.len() {
-                        if !matched[ti][di] && (d[di].area < lo || d[di].area > hi) {
-                            ignored[ti][di] = true;
-                        }
-                    }
-                }
-                per_img.push(Some(ImageEval {
-                    scores: d.iter().map(|x| x.det.score).collect(),
-                    matched,
-                    ignored,
-                    counted_gt: g_ignore.iter().filter(|i| !**i).count(),
-                }));
+        let mut per_area: Vec<Vec<Option<ImageEval>>> = (0..AREA_RANGES.len()).map(|_| Vec::with_capacity(img_ids.len())).collect();
+        for &img in &img_ids {
+            let g = gts.get(&(img, cat)).map(Vec::as_slice).unwrap_or(&[]);
+            let d = dts.get(&(img, cat)).map(Vec::as_slice).unwrap_or(&[]);
+            if g.is_empty() && d.is_empty() {
+                per_area.iter_mut().for_each(|v| v.push(None));
+                continue;
             }
-            per_area.push(per_img);
+            // Once per image and category (pycocotools' computeIoU), ground truth in
+            // its own order; each area range below only reorders the columns.
+            let ious: Vec<Vec<f64>> = d
+                .iter()
+                .map(|dt| {
+                    g.iter()
+                        .map(|gt| {
+                            let go = gt.obj;
+                            match iou_type {
+                                IouType::Bbox => box_iou(&dt.det.bbox, &go.bbox, go.iscrowd),
+                                IouType::Segm => mask_iou(
+                                    (dt.det.mask.as_ref().expect("checked"), dt.area),
+                                    (go.mask.as_ref().expect("checked"), gt.mask_area),
+                                    go.iscrowd,
+                                ),
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            for (a, &(lo, hi)) in AREA_RANGES.iter().enumerate() {
+                per_area[a].push(Some(match_in_range(g, d, &ious, (lo, hi), &iou_thrs)));
+            }
         }
         evals.push(per_area);
     }
@@ -315,7 +334,7 @@ pub fn evaluate(gt: &Dataset, dets: &[Detection], iou_type: IouType) -> Result<S
 }
 
 /// pycocotools' `summarize()` printout.
-pub fn summary_lines(s: &Summary, iou_type: IouType) -> Vec<String> {
+pub fn summary_lines(s: &Summary) -> Vec<String> {
     let rows = [
         ("Average Precision", "(AP)", "0.50:0.95", "all", 100),
         ("Average Precision", "(AP)", "0.50", "all", 100),
@@ -330,7 +349,6 @@ pub fn summary_lines(s: &Summary, iou_type: IouType) -> Vec<String> {
         ("Average Recall", "(AR)", "0.50:0.95", "medium", 100),
         ("Average Recall", "(AR)", "0.50:0.95", "large", 100),
     ];
-    let _ = iou_type;
     rows.iter()
         .zip(s.stats)
         .map(|((title, short, iou, area, md), v)| format!(" {title:<18} {short} @[ IoU={iou:<9} | area={area:>6} | maxDets={md:>3} ] = {v:0.3}"))

@@ -13,15 +13,14 @@ pub use rle::Rle;
 
 use serde_json::{Value, json};
 
-use crate::paste::RegionMask;
-
-/// One COCO result object: box as [x, y, w, h], mask as compressed RLE over the
-/// whole `h × w` image (what Detectron2's `instances_to_coco_json` writes).
-pub fn result_json(category_id: i64, score: f32, bbox: [f32; 4], mask: &RegionMask, h: usize, w: usize) -> Value {
+/// One COCO result object: box (x0, y0, x1, y1) written as [x, y, w, h], mask
+/// as compressed RLE over the whole image (what Detectron2's
+/// `instances_to_coco_json` writes).
+pub fn result_json(category_id: i64, score: f32, bbox: [f32; 4], mask: &Rle) -> Value {
     json!({
         "category_id": category_id,
         "score": f64::from(score),
         "bbox": [bbox[0], bbox[1], bbox[2] - bbox[0], bbox[3] - bbox[1]],
-        "segmentation": {"size": [h, w], "counts": Rle::from_region(mask, h, w).to_compact_string()},
+        "segmentation": {"size": [mask.height, mask.width], "counts": mask.to_compact_string()},
     })
 }

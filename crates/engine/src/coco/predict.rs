@@ -74,7 +74,7 @@ pub fn predict_dataset(
             let rle = Rle::from_region(&i.mask, p.height, p.width);
             let b = i.bbox;
             let bbox = [f64::from(b[0]), f64::from(b[1]), f64::from(b[2] - b[0]), f64::from(b[3] - b[1])];
-            let mut v = super::result_json(category_id, i.score, i.bbox, &i.mask, p.height, p.width);
+            let mut v = super::result_json(category_id, i.score, i.bbox, &rle);
             v["image_id"] = Value::from(info.id);
             json.push(v);
             dets.push(Detection { image_id: info.id, category_id, score: f64::from(i.score), bbox, mask: Some(rle), bbox_given: true });
