@@ -43,6 +43,13 @@ pub enum LoadError {
     Registry(String),
     #[error("the registry's artifact of `{key}` is corrupt ({detail}); publish it again")]
     Corrupt { key: String, detail: String },
+    /// The artifact cannot fit in the cache folder, even with every other cached artifact removed.
+    #[error(
+        "`{key}`'s artifact needs {need_mb:.0} MB in the cache folder {dir}, which has room for {room_mb:.0} MB with every other cached artifact removed: \
+         give it more space (on Lambda the function's ephemeral storage: the ModelCacheStorage parameter of infra/template.yaml, up to 10240 MB; \
+         elsewhere a bigger disk for --cache-dir, or a larger --cache-max-bytes)"
+    )]
+    NoSpace { key: String, dir: String, need_mb: f64, room_mb: f64 },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("{0}")]
@@ -96,6 +103,8 @@ struct IndexState {
 }
 
 pub struct ModelCache {
+    /// Most bytes of artifacts the cache folder may hold (besides its disk's free space).
+    disk_budget: Option<u64>,
     registry: Registry,
     dir: PathBuf,
     session: SessionOptions,
@@ -126,6 +135,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ModelCache {
     pub fn new(registry: Registry, dir: PathBuf, session: SessionOptions, limits: CacheLimits) -> Self {
         Self {
+            disk_budget: None,
             registry,
             dir,
             session,
@@ -138,6 +148,12 @@ impl ModelCache {
             loading: Mutex::new(HashMap::new()),
             stats: Mutex::new(CacheStats::default()),
         }
+    }
+
+    /// Keep the artifacts in the cache folder within `bytes` (the disk's free space bounds them anyway).
+    pub fn with_disk_budget(mut self, bytes: Option<u64>) -> Self {
+        self.disk_budget = bytes;
+        self
     }
 
     /// How long an index read stays in use before the registry is asked again.
@@ -316,6 +332,8 @@ impl ModelCache {
         let loaded = self.load(key, &artifact).await;
         lock(&self.loading).remove(&gate_id);
         let (model, timings) = loaded?;
+        // The cold-start split (Lambda's first invoke, a container's first request).
+        tracing::info!(model = %key, artifact = %artifact, bytes = model.file_bytes, fetch_s = timings.fetch_s, verify_s = timings.verify_s, session_s = timings.session_s, "model loaded");
         let model = Arc::new(model);
         let mut loaded = lock(&self.loaded);
         if let Some(old) = loaded.insert(key.to_string(), Entry { model: model.clone(), last_used: Instant::now() }) {
@@ -349,6 +367,7 @@ impl ModelCache {
         }
         if !path.is_file() {
             std::fs::create_dir_all(&dir).map_err(|e| LoadError::Io(format!("{}: {e}", dir.display())))?;
+            self.make_room(key, artifact, stored.manifest.artifact.size)?;
             if let Err(e) = self.registry.download_artifact(key, artifact, &stored, &dir).await {
                 // A folder registry that vanished reads as a missing file: an outage, not a broken artifact.
                 return Err(match self.registry.store().check_present().await {
@@ -409,6 +428,85 @@ impl ModelCache {
     }
 }
 
+/// An artifact in the cache folder: `dir/<key>/<artifact>/model.onnx`.
+struct CachedArtifact {
+    dir: PathBuf,
+    key: String,
+    artifact: String,
+    bytes: u64,
+    used: SystemTime,
+}
+
+/// Every artifact folder under `root` (keys may hold slashes, so the walk goes deep).
+fn cached_artifacts(root: &Path) -> Vec<CachedArtifact> {
+    let mut found = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let model = p.join(MODEL_FILE);
+            let artifact = e.file_name().to_string_lossy().into_owned();
+            let is_artifact = artifact.len() == 64 && artifact.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_artifact && let Ok(rel) = dir.strip_prefix(root) {
+                let bytes = std::fs::read_dir(&p).map(|es| es.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0);
+                let used = std::fs::metadata(&model).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                found.push(CachedArtifact { dir: p, key: rel.to_string_lossy().into_owned(), artifact, bytes, used });
+            } else if depth < 8 {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    found
+}
+
+/// Bytes free to this process on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path; statvfs only writes the struct we pass.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+impl ModelCache {
+    /// Room for `need` bytes of `key`'s `artifact` before it is fetched. On a
+    /// bounded disk (Lambda's /tmp) cached artifacts are removed, least recently
+    /// used first: those of models not loaded now, then those of loaded ones (a
+    /// loaded session no longer reads its file; the model is fetched again if it
+    /// is ever loaded again), never one another request is fetching. What still
+    /// cannot fit is [`LoadError::NoSpace`], never a download that fills the disk.
+    fn make_room(&self, key: &str, artifact: &str, need: u64) -> Result<(), LoadError> {
+        let loaded: Vec<(String, String)> = lock(&self.loaded).iter().map(|(k, e)| (k.clone(), e.model.version.clone())).collect();
+        let fetching: Vec<(String, String)> = lock(&self.loading).keys().filter_map(|g| g.rsplit_once('@')).map(|(k, a)| (k.to_string(), a.to_string())).collect();
+        let is = |set: &[(String, String)], c: &CachedArtifact| set.iter().any(|(k, a)| *k == c.key && *a == c.artifact);
+        let mut cached = cached_artifacts(&self.dir);
+        cached.sort_by_key(|c| (is(&loaded, c), c.used));
+        loop {
+            let held: u64 = cached.iter().map(|c| c.bytes).sum();
+            let free = free_bytes(&self.dir).map_err(|e| LoadError::Io(format!("{}: {e}", self.dir.display())))?;
+            let room = self.disk_budget.map_or(free, |b| free.min(b.saturating_sub(held)));
+            if room >= need {
+                return Ok(());
+            }
+            let victim = cached.iter().position(|c| !(c.key == key && c.artifact == artifact) && !is(&fetching, c));
+            let Some(i) = victim else {
+                let mb = |n: u64| n as f64 / 1e6;
+                return Err(LoadError::NoSpace { key: key.to_string(), dir: self.dir.display().to_string(), need_mb: mb(need), room_mb: mb(room) });
+            };
+            let v = cached.remove(i);
+            tracing::info!(model = %v.key, artifact = %v.artifact, bytes = v.bytes, need, room, "removing a cached artifact to make room");
+            std::fs::remove_dir_all(&v.dir).map_err(|e| LoadError::Io(format!("{}: {e}", v.dir.display())))?;
+        }
+    }
+}
+
 /// Ok(Ok) when `path` hashes to `sha`, Ok(Err(actual)) when not.
 async fn verify(path: &Path, sha: &str) -> Result<Result<(), String>, LoadError> {
     let p = path.to_path_buf();
@@ -452,4 +550,61 @@ pub fn default_cache_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir)
         .join("d2serve/models")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cached artifact folder of `bytes` bytes, last used `age_s` seconds ago.
+    fn lay(root: &Path, key: &str, artifact: &str, bytes: usize, age_s: u64) -> PathBuf {
+        let dir = root.join(key).join(artifact);
+        std::fs::create_dir_all(&dir).unwrap();
+        if bytes > 0 {
+            let f = std::fs::File::create(dir.join(MODEL_FILE)).unwrap();
+            f.set_len(bytes as u64).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(age_s)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn room_comes_from_the_least_recently_used_artifacts_not_in_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = Registry::new(Arc::new(d2serve_registry::store::LocalStore::new(tmp.path().join("registry"))));
+        let root = tmp.path().join("cache");
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let oldest = lay(&root, "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x", &a, 400, 300);
+        let newer = lay(&root, "lemons", &b, 400, 200);
+        lay(&root, "shapes", &c, 0, 0); // the folder of the artifact about to be fetched
+        let limits = CacheLimits { max_models: 2, max_bytes: u64::MAX };
+        let cache = ModelCache::new(registry, root.clone(), SessionOptions::default(), limits).with_disk_budget(Some(1000));
+
+        // 800 of 1000 held: fetching 500 removes the least recently used artifact only.
+        cache.make_room("shapes", &c, 500).unwrap();
+        assert!(!oldest.exists(), "the least recently used artifact goes first");
+        assert!(newer.exists(), "one removal made room");
+        assert_eq!(cached_artifacts(&root).len(), 2);
+
+        // An artifact another request is fetching stays, and what cannot fit is a clear error.
+        lock(&cache.loading).insert(format!("lemons@{b}"), Arc::default());
+        let e = cache.make_room("shapes", &c, 700).unwrap_err();
+        assert!(newer.exists());
+        let msg = e.to_string();
+        assert!(matches!(e, LoadError::NoSpace { .. }) && msg.contains("ModelCacheStorage") && msg.contains("--cache-max-bytes"), "{msg}");
+
+        // Once it is not in use, it makes room too.
+        lock(&cache.loading).clear();
+        cache.make_room("shapes", &c, 700).unwrap();
+        assert!(!newer.exists());
+        // More than the budget can ever hold: refused with nothing else to remove.
+        assert!(matches!(cache.make_room("shapes", &c, 1001), Err(LoadError::NoSpace { .. })));
+    }
+
+    #[test]
+    fn free_space_is_read_from_the_file_system() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(free_bytes(tmp.path()).unwrap() > 0);
+        assert!(free_bytes(&tmp.path().join("missing")).is_err());
+    }
 }

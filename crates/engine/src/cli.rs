@@ -17,6 +17,10 @@ pub struct ModelSourceArgs {
     /// Local folder for fetched artifacts [default: /tmp/d2serve-models on Lambda, else ~/.cache/d2serve/models].
     #[arg(long, env = "D2_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of artifacts kept in the cache folder; least recently used ones not loaded
+    /// are removed to fetch another [default: the free space of its disk, e.g. Lambda's /tmp].
+    #[arg(long, env = "D2_CACHE_MAX_BYTES")]
+    pub cache_max_bytes: Option<u64>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// S3 endpoint for S3-compatible servers (AWS_ENDPOINT_URL works too).
@@ -72,6 +76,7 @@ impl ModelSourceArgs {
             self.cache_dir(),
             self.session_options(),
             limits,
-        ))
+        )
+        .with_disk_budget(self.cache_max_bytes))
     }
 }

@@ -81,6 +81,8 @@ impl From<d2serve_engine::LoadError> for ApiError {
             // Transient: the registry is down and nothing usable is cached. Supervisely clients retry 5xx.
             L::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e.to_string()).retry_after(10),
             L::Registry(_) | L::Corrupt { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "registry_broken", e.to_string()),
+            // The deployment's storage is too small for the model: ours to fix, not the caller's.
+            L::NoSpace { .. } => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "cache_full", e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }

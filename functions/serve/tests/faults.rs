@@ -459,3 +459,56 @@ async fn auth_token_and_secret_path_prefix() {
     let m = c.get(format!("{base}/metrics")).bearer_auth(token).send().await.unwrap().text().await.unwrap();
     assert!(!m.contains("s-3b9d1c"), "the secret prefix never reaches the metrics");
 }
+
+/// A cache folder too small for every model (Lambda's /tmp): fetching one
+/// model removes another's cached files (it stays loaded and answering), and a
+/// model that cannot fit at all is a 507 that names the storage setting, not a
+/// disk filled half way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_folder_too_small_makes_room_or_says_so() {
+    if !ort_available() {
+        return;
+    }
+    let _serial = serial();
+    const C4: &str = "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x";
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry_with(tmp.path(), &[("r50_fpn", KEY), ("r50_c4", C4)]).await;
+    let size = |family: &str| std::fs::metadata(tmp.path().join(format!("artifact-{family}/model.onnx"))).unwrap().len();
+    let (fpn, c4) = (size("r50_fpn"), size("r50_c4"));
+    // Room for either model's artifact (graph + manifest), not for both.
+    let budget = (fpn.max(c4) + fpn.min(c4) / 2).to_string();
+    let cache = tmp.path().join("cache");
+    let cache_arg = cache.display().to_string();
+    let s = start_serve(tmp.path(), &reg, &["--cache-dir", &cache_arg, "--cache-max-bytes", &budget], &[]).await;
+    let c = reqwest::Client::new();
+    let predict_model = |key: &'static str| {
+        let (c, base) = (c.clone(), s.base.clone());
+        async move {
+            let r = c.post(format!("{base}/v1/models/{key}/predict")).body(image()).send().await.unwrap();
+            let status = r.status().as_u16();
+            let artifact = r.headers().get("x-model-artifact").map(|v| v.to_str().unwrap().to_string());
+            (status, artifact, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, fpn_artifact, body) = predict_model(KEY).await;
+    assert_eq!(status, 200, "{body}");
+    let fpn_file = artifact_file(&cache, fpn_artifact.as_deref().unwrap());
+    assert!(fpn_file.exists());
+    let (status, _, body) = predict_model(C4).await;
+    assert_eq!(status, 200, "the second model must fit by removing the first one's files: {body}");
+    assert!(!fpn_file.exists(), "the first model's cached artifact made room");
+    // Still loaded: it answers without its files.
+    let (status, _, body) = predict_model(KEY).await;
+    assert_eq!(status, 200, "{body}");
+    drop(s);
+
+    // Too small for any model: a 507 that says which setting to raise.
+    let small = tmp.path().join("small");
+    let small_arg = small.display().to_string();
+    let s = start_serve(tmp.path(), &reg, &["--cache-dir", &small_arg, "--cache-max-bytes", "100000"], &[]).await;
+    let a = predict(&s.base).await;
+    assert_eq!((a.status, a.body["error"].as_str()), (507, Some("cache_full")), "{}", a.body);
+    let detail = a.body["detail"].as_str().unwrap();
+    assert!(detail.contains("ModelCacheStorage") && detail.contains("MB"), "{detail}");
+    assert!(!artifact_file(&small, fpn_artifact.as_deref().unwrap()).exists(), "nothing was half written");
+}
