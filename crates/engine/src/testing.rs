@@ -34,3 +34,33 @@ pub fn ort_available() -> bool {
         }
     }
 }
+
+/// A Lambda task folder laid out as `infra/lambda.Dockerfile` lays out
+/// `/var/task`: the function binaries and ONNX Runtime's libraries side by
+/// side (the binary finds the library beside itself, as in the image). Returns
+/// `dir`; run `infra/lambda-bootstrap.sh` with `LAMBDA_TASK_ROOT=dir` and
+/// `_HANDLER=<binary name>`, as Lambda runs the image's bootstrap.
+pub fn lambda_task(dir: &std::path::Path, binaries: &[&std::path::Path]) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let lib = crate::runtime::find_library().expect("ONNX Runtime for the Lambda task folder");
+    let lib_dir = lib.parent().unwrap();
+    let mut files: Vec<std::path::PathBuf> = binaries.iter().map(|b| b.to_path_buf()).collect();
+    for e in std::fs::read_dir(lib_dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("libonnxruntime") {
+            files.push(e.path());
+        }
+    }
+    for f in files {
+        let to = dir.join(f.file_name().unwrap());
+        // A hard link where the folders share a file system: the binaries are tens of MB.
+        if std::fs::hard_link(&f, &to).is_err() {
+            std::fs::copy(&f, &to).unwrap();
+        }
+    }
+    dir.to_path_buf()
+}
+
+/// `infra/lambda-bootstrap.sh`, the image's Lambda bootstrap.
+pub fn lambda_bootstrap() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/lambda-bootstrap.sh")
+}

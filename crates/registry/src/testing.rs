@@ -236,3 +236,133 @@ impl MockLambdaRuntime {
         Self { port, responses }
     }
 }
+
+/// AWS's Lambda Runtime Interface Emulator (`aws-lambda-rie`, the static binary
+/// AWS ships in the `aws-sam-cli` wheel) running a function's bootstrap as
+/// Lambda runs a `provided.al2023` one: its own Runtime API, Lambda's payload
+/// limits, its INIT/INVOKE reports in the log. Killed on drop.
+///
+/// Found at `$AWS_LAMBDA_RIE` or `<repo>/.venv-test/bin/aws-lambda-rie`
+/// (installed by `scripts/setup-test-env.sh`). Missing, tests skip with a loud
+/// message, unless `D2_REQUIRE_RIE=1` (as in CI), where they fail.
+pub struct LambdaRie {
+    child: Child,
+    pub invoke_url: String,
+    /// The emulator's and the function's output (stdout and stderr).
+    pub log: PathBuf,
+}
+
+/// One invocation as the emulator answered it.
+#[derive(Debug)]
+pub struct Invocation {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Invocation {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("invocation body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body[..self.body.len().min(2000)])))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl LambdaRie {
+    /// Start the emulator with `command` as the function's bootstrap (program
+    /// and arguments) and `env` as the function's environment.
+    pub fn start(command: &[&std::ffi::OsStr], env: &[(String, String)], log: &Path) -> Option<Self> {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let bin = std::env::var_os("AWS_LAMBDA_RIE").map(PathBuf::from).unwrap_or_else(|| repo.join(".venv-test/bin/aws-lambda-rie"));
+        if !bin.exists() {
+            let msg = format!("no Lambda Runtime Interface Emulator at {}: run scripts/setup-test-env.sh (or set AWS_LAMBDA_RIE)", bin.display());
+            if std::env::var("D2_REQUIRE_RIE").as_deref() == Ok("1") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED (Lambda emulator tests): {msg}");
+            return None;
+        }
+        let (invoke_port, api_port) = (free_port(), free_port());
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(&bin)
+            .arg("--runtime-interface-emulator-address")
+            .arg(format!("127.0.0.1:{invoke_port}"))
+            .arg("--runtime-api-address")
+            .arg(format!("127.0.0.1:{api_port}"))
+            .args(command)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", invoke_port)).is_err() {
+            assert!(Instant::now() < deadline, "the Lambda emulator did not listen on port {invoke_port}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { child, invoke_url: format!("http://127.0.0.1:{invoke_port}/2015-03-31/functions/function/invocations"), log: log.to_path_buf() })
+    }
+
+    /// Invoke the function with `event`, as Lambda's Invoke API does (synchronous, buffered).
+    pub async fn invoke(&self, event: &serde_json::Value) -> Invocation {
+        let r = reqwest::Client::new()
+            .post(&self.invoke_url)
+            .body(event.to_string())
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("invoking through the emulator: {e}\n{}", self.log_text()));
+        let status = r.status().as_u16();
+        let body = r.bytes().await.unwrap().to_vec();
+        Invocation { status, body }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for LambdaRie {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `Environment.Variables` of `resource` in `infra/template.yaml`, as the
+/// function gets them: each value the template computes (`!Ref`, `!Sub`), and
+/// any other the test must move (a cache folder), comes from `set` by name; a
+/// computed value missing from `set` fails the test, so the template cannot
+/// grow a variable these tests do not give.
+pub fn template_env(resource: &str, set: &[(&str, &str)]) -> Vec<(String, String)> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(repo.join("infra/template.yaml")).unwrap();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    // The resource's lines: from its name to the next line indented as little.
+    let mut lines = text.lines().skip_while(|l| *l != format!("  {resource}:"));
+    assert!(lines.next().is_some(), "no resource {resource} in infra/template.yaml");
+    let body: Vec<&str> = lines.take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || indent(l) > 2).collect();
+    let vars = body.iter().position(|l| l.trim() == "Variables:").unwrap_or_else(|| panic!("{resource} has no Environment.Variables"));
+    let mut lines = body[vars + 1..].iter().copied().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let first = lines.next().expect("a variable");
+    let depth = indent(first);
+    let mut out = Vec::new();
+    for line in std::iter::once(first).chain(lines) {
+        let t = line.trim();
+        if indent(line) != depth {
+            break;
+        }
+        let (k, v) = t.split_once(':').unwrap_or_else(|| panic!("unexpected line in {resource}'s Variables: {line}"));
+        let v = v.trim();
+        let value = match set.iter().find(|(name, _)| *name == k) {
+            Some((_, given)) => given.to_string(),
+            None if v.starts_with('!') => panic!("infra/template.yaml computes {k} ({v}) for {resource}: give the test's value"),
+            None => v.trim_matches('"').to_string(),
+        };
+        out.push((k.to_string(), value));
+    }
+    out
+}

@@ -105,3 +105,73 @@ async fn scheduler_and_distributed_map_events_drive_the_handler() {
         assert!(r["errorMessage"].as_str().unwrap().contains(want), "{r}");
     }
 }
+
+/// AWS's own Runtime Interface Emulator runs the image's bootstrap (`_HANDLER=batch`)
+/// over a task folder laid out as the image's, with the environment
+/// infra/template.yaml gives BatchFunction; registry, images and annotations on a
+/// local S3 server. An EventBridge Scheduler input, a Distributed Map batch and an
+/// unknown model, as Lambda would answer them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_answers_under_the_lambda_runtime_interface_emulator() {
+    if !ort_available() {
+        return;
+    }
+    let Some(moto) = MotoServer::start() else { return };
+    for b in ["photos", "models"] {
+        moto.create_bucket(b).await;
+    }
+    let c = moto.client();
+    for (k, b) in input_objects() {
+        c.put_object().bucket("photos").key(format!("in/{k}")).body(b.into()).send().await.unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let art = convert_fixture(tmp.path());
+    let store = d2serve_registry::store::S3Store::from_client(moto.client(), "models", "registry");
+    d2serve_registry::Registry::new(std::sync::Arc::new(store)).publish(KEY, &art).await.unwrap();
+    let task = d2serve_engine::testing::lambda_task(&tmp.path().join("task"), &[std::path::Path::new(env!("CARGO_BIN_EXE_batch"))]);
+    let cache = tmp.path().join("cache").display().to_string();
+    let mut env = d2serve_registry::testing::template_env(
+        "BatchFunction",
+        &[("D2_REGISTRY", "s3://models/registry"), ("D2_DEFAULT_MODEL", "r50-fpn-3x"), ("D2_CACHE_DIR", &cache), ("D2_MODEL_ROLLOUT", "1")],
+    );
+    env.extend(moto.env());
+    for (k, v) in [
+        ("D2_S3_ENDPOINT", moto.endpoint.as_str()),
+        ("D2_S3_PATH_STYLE", "true"),
+        ("_HANDLER", "batch"),
+        ("LAMBDA_TASK_ROOT", &task.display().to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "batch"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096"),
+        ("AWS_LAMBDA_FUNCTION_TIMEOUT", "900"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let bootstrap = d2serve_engine::testing::lambda_bootstrap();
+    let Some(rie) = d2serve_registry::testing::LambdaRie::start(&[bootstrap.as_os_str()], &env, &tmp.path().join("rie.log")) else { return };
+
+    // EventBridge Scheduler: the schedule's JSON input is the event. max_images 2:
+    // astronaut.png, then broken.jpg (fails, counts as started).
+    let mut scheduled = job();
+    scheduled["max_images"] = json!(2);
+    let inv = rie.invoke(&scheduled).await;
+    assert_eq!(inv.status, 200, "{}", rie.log_text());
+    let r = inv.json();
+    assert_eq!((r["processed"].as_u64(), r["remaining"].as_u64(), r["stopped"].as_str()), (Some(1), Some(2), Some("max_images")), "{r}\n{}", rie.log_text());
+    assert_eq!(r["failed"][0]["key"], "broken.jpg");
+    assert_eq!(r["model"], KEY);
+
+    // A Distributed Map child's batch: astronaut.png already done, sub/coffee.jpg annotated.
+    let r = rie.invoke(&map_batch(&["sub/coffee.jpg", "astronaut.png"])).await.json();
+    assert_eq!((r["processed"].as_u64(), r["skipped"].as_u64(), r["remaining"].as_u64()), (Some(1), Some(1), Some(0)), "{r}");
+    let ann = c.get_object().bucket("photos").key("out/sub/coffee.jpg.json").send().await.unwrap();
+    let ann: Value = serde_json::from_slice(&ann.body.collect().await.unwrap().into_bytes()).unwrap();
+    assert_eq!(ann["size"], json!({"height": 400, "width": 600}));
+
+    // A mistake is a function error with the stable errorType the state machine's Retry/Catch read.
+    let r = rie.invoke(&json!({"model": "r50-c4-1x", "input": "s3://photos/in/", "output": "s3://photos/out/"})).await.json();
+    assert_eq!(r["errorType"], "UnknownModel", "{r}");
+    assert!(r["errorMessage"].as_str().unwrap().contains("not published"), "{r}");
+
+    let log = rie.log_text();
+    assert_eq!(log.matches("INIT START").count(), 1, "one init for all three invocations: {log}");
+}

@@ -16,6 +16,7 @@ pub mod fetch;
 mod health;
 mod http;
 mod inference;
+pub mod lambda_limits;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;

@@ -229,6 +229,8 @@ async fn run() -> Result<()> {
     report_registry(&cache, &default_key).await;
 
     if in_lambda {
+        // Lambda's 6 MB response limit: fitted or refused here, never Lambda's own 502.
+        let app = app.layer(axum::middleware::from_fn(d2serve_serve::lambda_limits::fit_response));
         return lambda_http::run(app).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
     // The default model's manifest: the preloaded one, else the registry's (for the log only).

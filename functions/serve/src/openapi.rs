@@ -37,6 +37,8 @@ pub enum ErrorResponses {
     TooLarge(ErrorBody),
     #[response(status = 415, description = "Not an image format the server reads")]
     UnsupportedImage(ErrorBody),
+    #[response(status = 422, description = "Under AWS Lambda only: the answer would exceed Lambda's 6 MB response limit (gzipped too, where the client accepts gzip); the detail says how to ask for less")]
+    ResponseTooLarge(ErrorBody),
     #[response(status = "4XX", description = "Other caller errors")]
     OtherClientError(ErrorBody),
     #[response(
@@ -45,7 +47,7 @@ pub enum ErrorResponses {
         headers(("retry-after" = u64, description = "Seconds to wait"))
     )]
     Unavailable(ErrorBody),
-    #[response(status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout)")]
+    #[response(status = "5XX", description = "The server's own fault (502: the registry is broken; 504: past --request-timeout; 507: the model's artifact cannot fit in the cache folder)")]
     ServerError(ErrorBody),
 }
 

@@ -148,3 +148,171 @@ async fn models_load_from_an_s3_registry() {
     let r = c.post(format!("{}/v1/models/r50-c4-1x/predict", s.base)).body(vec![1, 2, 3]).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A multipart body as the Supervisely SDK posts to `/inference_image`.
+fn multipart(boundary: &str, settings: &str, file: &[u8]) -> Vec<u8> {
+    let mut b = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n{settings}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"coffee.png\"\r\nContent-Type: image/png\r\n\r\n").into_bytes();
+    b.extend_from_slice(file);
+    b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    b
+}
+
+/// The response of a Lambda HTTP integration, body decoded.
+fn http_body(v: &Value) -> Vec<u8> {
+    let b = v["body"].as_str().unwrap_or("");
+    if v["isBase64Encoded"].as_bool() == Some(true) { base64::engine::general_purpose::STANDARD.decode(b).unwrap() } else { b.as_bytes().to_vec() }
+}
+
+/// AWS's own Runtime Interface Emulator runs the image's bootstrap over a task
+/// folder laid out as the image's, with the environment infra/template.yaml
+/// gives ServeFunction and the registry on a local S3 server: Function URL and
+/// API Gateway events for the Supervisely routes, the native routes, the page
+/// and errors come back as Lambda would return them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_under_the_lambda_runtime_interface_emulator() {
+    if !ort_available() {
+        return;
+    }
+    let Some(moto) = d2serve_registry::testing::MotoServer::start() else { return };
+    moto.create_bucket("models").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let art = convert_fixture(tmp.path());
+    let store = d2serve_registry::store::S3Store::from_client(moto.client(), "models", "registry");
+    d2serve_registry::Registry::new(Arc::new(store)).publish(KEY, &art).await.unwrap();
+    let task = d2serve_engine::testing::lambda_task(&tmp.path().join("task"), &[std::path::Path::new(env!("CARGO_BIN_EXE_serve"))]);
+    let cache = tmp.path().join("cache").display().to_string();
+    let mut env = d2serve_registry::testing::template_env(
+        "ServeFunction",
+        &[("D2_REGISTRY", "s3://models/registry"), ("D2_DEFAULT_MODEL", "r50-fpn-3x"), ("D2_CACHE_DIR", &cache), ("D2_MODEL_ROLLOUT", "1")],
+    );
+    env.extend(moto.env());
+    for (k, v) in [
+        ("D2_S3_ENDPOINT", moto.endpoint.as_str()),
+        ("D2_S3_PATH_STYLE", "true"),
+        // What Lambda sets for this function (ImageConfig.Command, MemorySize, Timeout).
+        ("_HANDLER", "serve"),
+        ("LAMBDA_TASK_ROOT", &task.display().to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "serve"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008"),
+        ("AWS_LAMBDA_FUNCTION_TIMEOUT", "60"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let bootstrap = d2serve_engine::testing::lambda_bootstrap();
+    let Some(rie) = d2serve_registry::testing::LambdaRie::start(&[bootstrap.as_os_str()], &env, &tmp.path().join("rie.log")) else { return };
+
+    let png = std::fs::read(fixtures().join("images/coffee.png")).unwrap();
+    let call = |event: Value| {
+        let rie = &rie;
+        async move {
+            let inv = rie.invoke(&event).await;
+            assert_eq!(inv.status, 200, "the emulator refused the invocation: {}\n{}", String::from_utf8_lossy(&inv.body), rie.log_text());
+            let v = inv.json();
+            assert!(v.get("errorType").is_none(), "the function failed: {v}\n{}", rie.log_text());
+            v
+        }
+    };
+    let json_of = |v: &Value| -> Value { serde_json::from_slice(&http_body(v)).unwrap_or_else(|e| panic!("{e}: {v}")) };
+
+    // The first invocation starts the function (Lambda's init) and loads nothing yet.
+    let page = call(function_url_event("GET", "/", b"", "text/plain", false)).await;
+    assert_eq!(page["statusCode"], 200, "{page}");
+    assert!(String::from_utf8(http_body(&page)).unwrap().contains("<title>d2serve: try a model</title>"));
+
+    let info = call(function_url_event("POST", "/get_session_info", b"{}", "application/json", false)).await;
+    assert_eq!(info["statusCode"], 200);
+    assert_eq!(json_of(&info)["task type"], "instance segmentation");
+
+    // Native route: image bytes in, annotation out; the model comes from the S3 registry.
+    let native = call(function_url_event("POST", "/v1/models/r50-fpn-3x/predict", &png, "image/png", true)).await;
+    assert_eq!(native["statusCode"], 200, "{}", String::from_utf8_lossy(&http_body(&native)));
+    let ann = json_of(&native);
+    assert_eq!(ann["annotation"]["size"], json!({"height": 400, "width": 600}));
+    let objects = ann["annotation"]["objects"].as_array().unwrap().len();
+    assert!(objects > 0);
+
+    // Supervisely's /inference_image (multipart, as the SDK posts it), at the native default conf 0: the same objects.
+    let body = multipart("d2serveboundary", r#"{"settings": {"conf_thres": 0.0}}"#, &png);
+    let sly = call(function_url_event("POST", "/inference_image", &body, "multipart/form-data; boundary=d2serveboundary", true)).await;
+    assert_eq!(sly["statusCode"], 200, "{}", String::from_utf8_lossy(&http_body(&sly)));
+    assert_eq!(json_of(&sly)["annotation"]["objects"].as_array().unwrap().len(), objects);
+
+    // API Gateway REST (v1) events: the stage is dropped from the path, as the template asks.
+    let settings = call(api_gateway_v1_event("/get_custom_inference_settings", "{}")).await;
+    assert_eq!(settings["statusCode"], 200, "{settings}");
+    assert!(json_of(&settings)["settings"].as_str().unwrap().contains("conf_thres"));
+
+    // Errors are the API's 4xx, never a function error.
+    let bad = call(function_url_event("POST", "/inference_image_url", b"{not json", "application/json", false)).await;
+    assert_eq!((bad["statusCode"].as_u64(), json_of(&bad)["error"].as_str()), (Some(400), Some("bad_json")));
+    let unknown = call(function_url_event("POST", "/v1/models/no-such-model/predict", &png, "image/png", true)).await;
+    assert_eq!(unknown["statusCode"].as_u64(), Some(404), "{unknown}");
+    assert!(json_of(&unknown)["detail"].as_str().is_some_and(|d| !d.is_empty()));
+
+    // Lambda's 6 MB response limit. A flat 8000x6000 photo at conf 0: 100 masks
+    // the size of the image. As COCO RLE (about 7.5 MB, over the limit) to a
+    // client that accepts gzip: sent gzipped (about 5 MB as Lambda sends it).
+    let big = {
+        let img = image::RgbImage::from_pixel(8000, 6000, image::Rgb([120, 130, 140]));
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        png
+    };
+    let with_gzip = |mut ev: Value| {
+        ev["headers"]["accept-encoding"] = json!("gzip, deflate");
+        ev
+    };
+    let mut coco = function_url_event("POST", "/v1/models/r50-fpn-3x/predict", &big, "image/png", true);
+    coco["rawQueryString"] = json!("conf=0&format=coco");
+    let r = call(with_gzip(coco)).await;
+    assert_eq!(r["statusCode"], 200, "{}", String::from_utf8_lossy(&http_body(&r)[..http_body(&r).len().min(2000)]));
+    assert_eq!(r["headers"]["content-encoding"], "gzip", "{}", r["headers"]);
+    let gz = http_body(&r);
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+    let v: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(v["results"].as_array().map(Vec::len), Some(100));
+    println!("Lambda response limit: COCO answer {:.2} MB, sent gzipped as {:.2} MB (base64)", raw.len() as f64 / 1048576.0, r["body"].as_str().unwrap().len() as f64 / 1048576.0);
+    assert!(raw.len() > 6 * 1024 * 1024, "the case must be over the limit to test it: {} bytes", raw.len());
+    // The Supervisely bitmaps of the same (PNG, incompressible, over the limit even
+    // gzipped): a 422 that says what makes the answer smaller, never Lambda's 502.
+    let mut sly = function_url_event("POST", "/v1/models/r50-fpn-3x/predict", &big, "image/png", true);
+    sly["rawQueryString"] = json!("conf=0");
+    let r = call(with_gzip(sly)).await;
+    assert_eq!(r["statusCode"], 422, "{}", String::from_utf8_lossy(&http_body(&r)[..http_body(&r).len().min(2000)]));
+    let e = json_of(&r);
+    assert_eq!(e["error"], "response_too_large");
+    let detail = e["detail"].as_str().unwrap();
+    assert!(detail.contains("conf") && detail.contains("gzipped") && detail.contains("container"), "{detail}");
+    println!("Lambda response limit, refused: {detail}");
+
+    // The emulator's own account of the function's life: one init, each invoke reported.
+    let log = rie.log_text();
+    assert_eq!(log.matches("INIT START").count(), 1, "{log}");
+    assert!(log.contains("INIT REPORT"), "{log}");
+    let reports: Vec<&str> = log.lines().filter(|l| l.starts_with("REPORT RequestId")).collect();
+    assert!(reports.len() >= 9, "{log}");
+
+    // The cold start, split: Lambda's init, then the first predict's invoke (the
+    // model fetched from S3, verified, its session made, the image inferred).
+    let number_after = |line: &str, label: &str| -> f64 {
+        let rest = &line[line.find(label).unwrap_or_else(|| panic!("no {label} in {line}")) + label.len()..];
+        rest.trim_start().split(|c: char| !(c.is_ascii_digit() || c == '.')).next().unwrap().parse().unwrap()
+    };
+    let init_ms = number_after(log.lines().find(|l| l.contains("INIT REPORT")).unwrap(), "durationMs:");
+    let loaded: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "model loaded")
+        .unwrap_or_else(|| panic!("no 'model loaded' line: {log}"));
+    let f = &loaded["fields"];
+    let timing = native["headers"]["server-timing"].as_str().unwrap_or("");
+    println!(
+        "Lambda emulator cold start ({} bytes fixture model from S3): init {init_ms:.0} ms; first predict invoke {:.0} ms = fetch {:.0} ms + verify {:.0} ms + session {:.0} ms + request ({timing})",
+        f["bytes"],
+        number_after(reports[2], "Duration:"),
+        f["fetch_s"].as_f64().unwrap() * 1e3,
+        f["verify_s"].as_f64().unwrap() * 1e3,
+        f["session_s"].as_f64().unwrap() * 1e3,
+    );
+}

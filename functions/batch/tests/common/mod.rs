@@ -22,13 +22,19 @@ pub fn fixtures() -> PathBuf {
 
 pub use d2serve_engine::testing::ort_available;
 
-/// A local registry holding the r50_fpn fixture converted at test size 320/512 (as serve's tests).
-pub async fn local_registry(dir: &Path) -> String {
+/// The r50_fpn fixture converted at test size 320/512 (as serve's tests) into `dir/artifact`.
+pub fn convert_fixture(dir: &Path) -> PathBuf {
     let catalog = Catalog::embedded().unwrap();
     let entry = catalog.require(KEY).unwrap();
     let art = dir.join("artifact");
     let opts = d2serve_d2onnx::ConvertOptions { min_size: Some(320), max_size: Some(512), ..Default::default() };
     d2serve_d2onnx::convert_checkpoint(entry, &catalog.classes(entry), &fixtures().join("r50_fpn/model.pkl"), &art, &opts).unwrap();
+    art
+}
+
+/// A local registry holding the converted fixture.
+pub async fn local_registry(dir: &Path) -> String {
+    let art = convert_fixture(dir);
     let root = dir.join("registry");
     Registry::new(Arc::new(LocalStore::new(&root))).publish(KEY, &art).await.unwrap();
     format!("file://{}", root.display())
