@@ -9,6 +9,8 @@
 #                    binary AWS ships in the aws-sam-cli wheel (the Lambda tests run both
 #                    functions under it)
 #   chromium, chromium-driver (Debian packages, apt) for that browser test
+#   .venv-ministack/ ministack (a local AWS emulator) + boto3: scripts/check-state-machine.sh
+#                    executes the template's state machine in it (own venv: it pins botocore)
 #   .venv-sdk/       the Supervisely Python SDK, as a real client of serve
 #   .venv-sdk-6.73.374/, .venv-sdk-6.73.545/  the older SDKs the Supervisely apps pin
 #   third_party/ort/ the ONNX Runtime library the Rust engine loads (scripts/install-ort.sh)
@@ -42,6 +44,11 @@ os.chmod(dest + ".part", 0o755)
 os.replace(dest + ".part", dest)
 PY
   rm -rf "$rie_tmp"
+fi
+if [ ! -x .venv-ministack/bin/ministack ] || ! .venv-ministack/bin/python -c "import boto3, yaml" 2>/dev/null; then
+  echo "setup: creating .venv-ministack with ministack 1.5.33 and boto3 (seconds)"
+  python3 -m venv .venv-ministack
+  .venv-ministack/bin/pip install --quiet --disable-pip-version-check "ministack==1.5.33" "boto3==1.43.106" pyyaml
 fi
 # A real browser for the page's test: the distribution's chromium and its WebDriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
