@@ -19,12 +19,7 @@ async fn infer_file(base: &str, name: &str, settings: &str) -> (u16, Value) {
 
 /// `inference_image` with the model chosen by the `x-model` header.
 async fn infer_file_with(base: &str, name: &str, settings: &str, model: &str) -> (u16, Value) {
-    let form = reqwest::multipart::Form::new()
-        .part("files", reqwest::multipart::Part::bytes(png(name)).file_name(name.to_string()))
-        .text("settings", settings.to_string());
-    let r = reqwest::Client::new().post(format!("{base}/inference_image")).header("x-model", model).multipart(form).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    inference_image(base, name, settings, Some(model)).await
 }
 
 /// Decoded from the image files, served, encoded as Supervisely JSON and

@@ -26,12 +26,7 @@ fn window_settings(extra: Value) -> Value {
 
 /// POST /inference_image with `state` as the settings part; (status, body).
 async fn infer(base: &str, state: &Value) -> (u16, Value) {
-    let png = std::fs::read(fixtures().join("images").join(IMAGE)).unwrap();
-    let form = reqwest::multipart::Form::new()
-        .part("files", reqwest::multipart::Part::bytes(png).file_name(IMAGE))
-        .text("settings", state.to_string());
-    let r = reqwest::Client::new().post(format!("{base}/inference_image")).multipart(form).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    inference_image(base, IMAGE, &state.to_string(), None).await
 }
 
 fn objects(reply: &Value) -> &Vec<Value> {

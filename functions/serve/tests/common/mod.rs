@@ -79,6 +79,21 @@ impl Drop for Server {
     }
 }
 
+/// POST one fixture photo to Supervisely's `/inference_image` as the SDK does
+/// (multipart `files` + `settings`), optionally naming the model (`x-model`).
+pub async fn inference_image(base: &str, image: &str, settings: &str, model: Option<&str>) -> (u16, serde_json::Value) {
+    let bytes = std::fs::read(fixtures().join("images").join(image)).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("files", reqwest::multipart::Part::bytes(bytes).file_name(image.to_string()))
+        .text("settings", settings.to_string());
+    let mut req = reqwest::Client::new().post(format!("{base}/inference_image")).multipart(form);
+    if let Some(m) = model {
+        req = req.header("x-model", m);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
