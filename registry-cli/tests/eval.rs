@@ -97,8 +97,9 @@ fn the_trained_sample_scores_what_detectron2_reported() {
     assert_eq!((&again["box_ap"], &again["mask_ap"]), (&ours["box_ap"], &ours["mask_ap"]));
 
     instances_match_detectron2(&ann, &dets);
-    // The sample is a trained model, not noise (random weights score about 0).
-    assert!(ours["mask_ap"]["AP"].as_f64().unwrap() >= 40.0 && ours["box_ap"]["AP"].as_f64().unwrap() >= 40.0, "{ours}");
+    // The sample is a trained model, not noise (random weights score about 0): the
+    // bar it was trained to, mask AP 50 on its validation set.
+    assert!(ours["mask_ap"]["AP"].as_f64().unwrap() >= 50.0 && ours["box_ap"]["AP"].as_f64().unwrap() >= 50.0, "{ours}");
 }
 
 /// Instance-level parity of d2serve's final detections with Detectron2's

@@ -2,7 +2,7 @@
 """Train the bundled sample model with Detectron2 on CPU, then score it with
 Detectron2's own COCOEvaluator.
 
-    train.py DATA_DIR OUT_DIR [--iters 1600] [--threads 2]
+    train.py DATA_DIR OUT_DIR [--iters 2000] [--threads 2] [--resume]
 
 DATA_DIR is what make_dataset.py wrote. OUT_DIR receives, as Detectron2 and
 Supervisely's training app write them:
@@ -45,8 +45,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_dir")
     ap.add_argument("out_dir")
-    ap.add_argument("--iters", type=int, default=1600)
+    ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true",
+                    help="go on from OUT_DIR's last periodic checkpoint (a run that was stopped)")
     ap.add_argument("--eval-only", action="store_true", help="score OUT_DIR/model_final.pth without training")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -74,7 +76,8 @@ def main():
         train_seconds = None
     else:
         trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=False)
+        trainer.resume_or_load(resume=a.resume)
+        start_iter = trainer.start_iter
         trainer.train()
         train_seconds = time.time() - started
         model = trainer.model
@@ -95,7 +98,7 @@ def main():
     if not a.eval_only:
         with open(os.path.join(a.out_dir, "training.json"), "w") as f:
             json.dump({
-                "iterations": a.iters, "images_per_batch": cfg.SOLVER.IMS_PER_BATCH, "seed": cfg.SEED,
+                "iterations": a.iters, "resumed_at_iteration": start_iter or None, "images_per_batch": cfg.SOLVER.IMS_PER_BATCH, "seed": cfg.SEED,
                 "threads": a.threads, "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
                 "torch": torch.__version__, "detectron2": detectron2.__version__,
                 "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": \t"),
