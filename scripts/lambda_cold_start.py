@@ -12,7 +12,7 @@ a first invoke that loads nothing), then a native predict of PNG (the first mode
 load: fetch from S3, sha256 verify, ONNX Runtime session; then the inference), then
 the same predict warm. Prints the median of each figure over the runs, and the
 function's peak resident memory (VmHWM). Needs scripts/setup-test-env.sh (.venv-test:
-moto, aws-lambda-rie) and a built `serve` and `zoo`.
+moto, PyYAML, aws-lambda-rie; run it with .venv-test/bin/python) and a built `serve` and `zoo`.
 """
 import argparse
 import base64
@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+from cfn_template import function_env, function_property, template
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(REPO, ".venv-test/bin")
@@ -61,41 +63,16 @@ def url_event(method, path, query="", body=b"", content_type="text/plain"):
     }
 
 
-def template_env(resource, given):
-    """ServeFunction's Environment.Variables, as functions/serve/tests/lambda.rs reads them."""
-    lines = open(os.path.join(REPO, "infra/template.yaml")).read().splitlines()
-    start = lines.index(f"  {resource}:")
-    body = []
-    for l in lines[start + 1:]:
-        if l.strip() and not l.lstrip().startswith("#") and len(l) - len(l.lstrip()) <= 2:
-            break
-        body.append(l)
-    i = next(n for n, l in enumerate(body) if l.strip() == "Variables:")
-    out, depth = {}, None
-    for l in body[i + 1:]:
-        if not l.strip() or l.lstrip().startswith("#"):
-            continue
-        d = len(l) - len(l.lstrip())
-        depth = depth or d
-        if d != depth:
-            break
-        k, v = (x.strip() for x in l.split(":", 1))
-        if k in given:
-            out[k] = given[k]
-        elif v.startswith("!"):
-            sys.exit(f"the template computes {k}; give its value")
-        else:
-            out[k] = v.strip('"')
-    return out
-
-
 def one_cold_start(a, reg_env, endpoint, task, work, n):
     cache = os.path.join(work, f"tmp-{n}")
     env = {"PATH": os.environ["PATH"], **reg_env}
-    env.update(template_env("ServeFunction", {"D2_REGISTRY": "s3://models/registry", "D2_DEFAULT_MODEL": a.key,
-                                              "D2_CACHE_DIR": cache, "D2_MODEL_ROLLOUT": "1"}))
+    tpl = template()
+    env.update(function_env(tpl, "ServeFunction", {"D2_REGISTRY": "s3://models/registry", "D2_DEFAULT_MODEL": a.key,
+                                                   "D2_CACHE_DIR": cache, "D2_MODEL_ROLLOUT": "1"}))
     env.update(D2_S3_ENDPOINT=endpoint, D2_S3_PATH_STYLE="true", _HANDLER="serve", LAMBDA_TASK_ROOT=task,
-               AWS_LAMBDA_FUNCTION_NAME="serve", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="3008", AWS_LAMBDA_FUNCTION_TIMEOUT="60")
+               AWS_LAMBDA_FUNCTION_NAME="serve",
+               AWS_LAMBDA_FUNCTION_MEMORY_SIZE=function_property(tpl, "ServeFunction", "MemorySize"),
+               AWS_LAMBDA_FUNCTION_TIMEOUT=function_property(tpl, "ServeFunction", "Timeout"))
     port, api = free_port(), free_port()
     log_path = os.path.join(work, f"rie-{n}.log")
     log = open(log_path, "w")

@@ -44,7 +44,8 @@ import urllib.request
 import zipfile
 
 import boto3
-import yaml
+
+from cfn_template import function_env, template
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x"
@@ -60,45 +61,10 @@ def check(ok, what, detail=""):
     return ok
 
 
-class CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short tags (!Ref, !Sub, ...) kept as {"!Tag": value}."""
-
-
-def _tagged(loader, suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {"!" + suffix: value}
-
-
-CfnLoader.add_multi_constructor("!", _tagged)
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def template():
-    with open(os.path.join(REPO, "infra/template.yaml")) as f:
-        return yaml.load(f, Loader=CfnLoader)
-
-
-def function_env(tpl, resource, given):
-    """The function's Environment.Variables as the template sets them; computed ones from `given`."""
-    out = {}
-    for k, v in tpl["Resources"][resource]["Properties"]["Environment"]["Variables"].items():
-        if k in given:
-            out[k] = given[k]
-        elif isinstance(v, dict):
-            sys.exit(f"infra/template.yaml computes {k} for {resource} ({v}): give this check its value")
-        else:
-            out[k] = str(v)
-    return out
 
 
 def substitute(definition, values):

@@ -64,3 +64,33 @@ pub fn lambda_task(dir: &std::path::Path, binaries: &[&std::path::Path]) -> std:
 pub fn lambda_bootstrap() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/lambda-bootstrap.sh")
 }
+
+/// `resource` of `infra/template.yaml` (ServeFunction, BatchFunction) run by
+/// AWS's Runtime Interface Emulator as Lambda runs it: a task folder under
+/// `dir` holding `binary` and ONNX Runtime, the image's bootstrap with
+/// `_HANDLER` = the binary's name, the template's environment (`set` gives
+/// what it computes, see `template_env`) plus `extra_env` (a local S3's), and
+/// the memory size and timeout the template gives the function. `None` when
+/// the emulator is not installed (and not required).
+pub fn function_under_rie(
+    resource: &str,
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    set: &[(&str, &str)],
+    extra_env: Vec<(String, String)>,
+) -> Option<d2serve_registry::testing::LambdaRie> {
+    use d2serve_registry::testing::{LambdaRie, template_env, template_property};
+    let task = lambda_task(&dir.join("task"), &[binary]);
+    let handler = binary.file_name().unwrap().to_string_lossy().to_string();
+    let mut env = template_env(resource, set);
+    env.extend(extra_env);
+    env.extend([
+        ("_HANDLER".to_string(), handler.clone()),
+        ("LAMBDA_TASK_ROOT".into(), task.display().to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), handler),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), template_property(resource, "MemorySize")),
+        ("AWS_LAMBDA_FUNCTION_TIMEOUT".into(), template_property(resource, "Timeout")),
+    ]);
+    let bootstrap = lambda_bootstrap();
+    LambdaRie::start(&[bootstrap.as_os_str()], &env, &dir.join("rie.log"))
+}

@@ -85,6 +85,27 @@ impl MotoServer {
             .expect("create bucket");
     }
 
+    /// Publish the artifact folder `dir` as `key` into a registry at
+    /// `s3://bucket/prefix` on this server (the bucket must exist); returns
+    /// that registry URL, as `--registry` takes it.
+    pub async fn publish(&self, bucket: &str, prefix: &str, key: &str, dir: &Path) -> String {
+        let store = crate::store::S3Store::from_client(self.client(), bucket, prefix);
+        crate::Registry::new(std::sync::Arc::new(store))
+            .publish(key, dir)
+            .await
+            .unwrap_or_else(|e| panic!("publishing {key} to s3://{bucket}/{prefix}: {e}"));
+        format!("s3://{bucket}/{prefix}")
+    }
+
+    /// What a function needs in its environment to use this server as its S3:
+    /// [`Self::env`] plus `D2_S3_ENDPOINT` and `D2_S3_PATH_STYLE`.
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env();
+        env.push(("D2_S3_ENDPOINT".into(), self.endpoint.clone()));
+        env.push(("D2_S3_PATH_STYLE".into(), "true".into()));
+        env
+    }
+
     /// Environment for a child process (`zoo`, `serve`) talking to this server.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
@@ -338,21 +359,16 @@ impl Drop for LambdaRie {
 /// computed value missing from `set` fails the test, so the template cannot
 /// grow a variable these tests do not give.
 pub fn template_env(resource: &str, set: &[(&str, &str)]) -> Vec<(String, String)> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let text = std::fs::read_to_string(repo.join("infra/template.yaml")).unwrap();
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    // The resource's lines: from its name to the next line indented as little.
-    let mut lines = text.lines().skip_while(|l| *l != format!("  {resource}:"));
-    assert!(lines.next().is_some(), "no resource {resource} in infra/template.yaml");
-    let body: Vec<&str> = lines.take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || indent(l) > 2).collect();
+    let text = template_text();
+    let body = template_block(&text, resource);
     let vars = body.iter().position(|l| l.trim() == "Variables:").unwrap_or_else(|| panic!("{resource} has no Environment.Variables"));
     let mut lines = body[vars + 1..].iter().copied().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
     let first = lines.next().expect("a variable");
-    let depth = indent(first);
+    let depth = indent_of(first);
     let mut out = Vec::new();
     for line in std::iter::once(first).chain(lines) {
         let t = line.trim();
-        if indent(line) != depth {
+        if indent_of(line) != depth {
             break;
         }
         let (k, v) = t.split_once(':').unwrap_or_else(|| panic!("unexpected line in {resource}'s Variables: {line}"));
@@ -365,4 +381,45 @@ pub fn template_env(resource: &str, set: &[(&str, &str)]) -> Vec<(String, String
         out.push((k.to_string(), value));
     }
     out
+}
+
+fn template_text() -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::read_to_string(repo.join("infra/template.yaml")).unwrap()
+}
+
+fn indent_of(l: &str) -> usize {
+    l.len() - l.trim_start().len()
+}
+
+/// The lines of the top-level entry `name` (a resource or a parameter): from
+/// its name to the next line indented as little.
+fn template_block<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let mut lines = text.lines().skip_while(|l| *l != format!("  {name}:"));
+    assert!(lines.next().is_some(), "no {name} in infra/template.yaml");
+    lines.take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || indent_of(l) > 2).collect()
+}
+
+/// A scalar property of `resource`'s `Properties` in `infra/template.yaml`
+/// (`MemorySize`, `Timeout`), with `!Ref Parameter` read as that parameter's
+/// `Default`: what Lambda gives the function when the stack takes defaults.
+pub fn template_property(resource: &str, property: &str) -> String {
+    let text = template_text();
+    let body = template_block(&text, resource);
+    let line = body
+        .iter()
+        .find(|l| indent_of(l) == 6 && l.trim_start().starts_with(&format!("{property}:")))
+        .unwrap_or_else(|| panic!("{resource} has no {property} in infra/template.yaml"));
+    let value = line.split_once(':').unwrap().1.trim();
+    match value.strip_prefix("!Ref ") {
+        Some(parameter) => {
+            let param = template_block(&text, parameter.trim());
+            let default = param
+                .iter()
+                .find_map(|l| l.trim().strip_prefix("Default:"))
+                .unwrap_or_else(|| panic!("parameter {parameter} has no Default"));
+            default.trim().trim_matches('"').to_string()
+        }
+        None => value.trim_matches('"').to_string(),
+    }
 }

@@ -60,9 +60,7 @@ async fn scheduler_and_distributed_map_events_drive_the_handler() {
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "test")
         .env("D2_REGISTRY", &reg)
         .env("D2_CACHE_DIR", tmp.path().join("cache"))
-        .env("D2_S3_ENDPOINT", &moto.endpoint)
-        .env("D2_S3_PATH_STYLE", "true")
-        .envs(moto.env())
+        .envs(moto.function_env())
         .stdout(std::process::Stdio::from(std::fs::File::create(&log).unwrap()))
         .stderr(std::process::Stdio::from(std::fs::File::create(tmp.path().join("lambda.err")).unwrap()))
         .spawn()
@@ -126,28 +124,17 @@ async fn batch_answers_under_the_lambda_runtime_interface_emulator() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let art = convert_fixture(tmp.path());
-    let store = d2serve_registry::store::S3Store::from_client(moto.client(), "models", "registry");
-    d2serve_registry::Registry::new(std::sync::Arc::new(store)).publish(KEY, &art).await.unwrap();
-    let task = d2serve_engine::testing::lambda_task(&tmp.path().join("task"), &[std::path::Path::new(env!("CARGO_BIN_EXE_batch"))]);
+    let registry = moto.publish("models", "registry", KEY, &art).await;
     let cache = tmp.path().join("cache").display().to_string();
-    let mut env = d2serve_registry::testing::template_env(
+    let Some(rie) = d2serve_engine::testing::function_under_rie(
         "BatchFunction",
-        &[("D2_REGISTRY", "s3://models/registry"), ("D2_DEFAULT_MODEL", "r50-fpn-3x"), ("D2_CACHE_DIR", &cache), ("D2_MODEL_ROLLOUT", "1")],
-    );
-    env.extend(moto.env());
-    for (k, v) in [
-        ("D2_S3_ENDPOINT", moto.endpoint.as_str()),
-        ("D2_S3_PATH_STYLE", "true"),
-        ("_HANDLER", "batch"),
-        ("LAMBDA_TASK_ROOT", &task.display().to_string()),
-        ("AWS_LAMBDA_FUNCTION_NAME", "batch"),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096"),
-        ("AWS_LAMBDA_FUNCTION_TIMEOUT", "900"),
-    ] {
-        env.push((k.into(), v.into()));
-    }
-    let bootstrap = d2serve_engine::testing::lambda_bootstrap();
-    let Some(rie) = d2serve_registry::testing::LambdaRie::start(&[bootstrap.as_os_str()], &env, &tmp.path().join("rie.log")) else { return };
+        std::path::Path::new(env!("CARGO_BIN_EXE_batch")),
+        tmp.path(),
+        &[("D2_REGISTRY", &registry), ("D2_DEFAULT_MODEL", "r50-fpn-3x"), ("D2_CACHE_DIR", &cache), ("D2_MODEL_ROLLOUT", "1")],
+        moto.function_env(),
+    ) else {
+        return;
+    };
 
     // EventBridge Scheduler: the schedule's JSON input is the event. max_images 2:
     // astronaut.png, then broken.jpg (fails, counts as started).

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -126,12 +125,11 @@ async fn models_load_from_an_s3_registry() {
     moto.create_bucket("models").await;
     let tmp = tempfile::tempdir().unwrap();
     let art = convert_fixture(tmp.path());
-    let store = d2serve_registry::store::S3Store::from_client(moto.client(), "models", "registry");
-    d2serve_registry::Registry::new(Arc::new(store)).publish(KEY, &art).await.unwrap();
+    let registry = moto.publish("models", "registry", KEY, &art).await;
     let env = moto.env();
     let s = start_serve(
         tmp.path(),
-        "s3://models/registry",
+        &registry,
         &["--s3-endpoint", &moto.endpoint, "--s3-path-style"],
         &env,
     )
@@ -177,29 +175,17 @@ async fn serve_answers_under_the_lambda_runtime_interface_emulator() {
     moto.create_bucket("models").await;
     let tmp = tempfile::tempdir().unwrap();
     let art = convert_fixture(tmp.path());
-    let store = d2serve_registry::store::S3Store::from_client(moto.client(), "models", "registry");
-    d2serve_registry::Registry::new(Arc::new(store)).publish(KEY, &art).await.unwrap();
-    let task = d2serve_engine::testing::lambda_task(&tmp.path().join("task"), &[std::path::Path::new(env!("CARGO_BIN_EXE_serve"))]);
+    let registry = moto.publish("models", "registry", KEY, &art).await;
     let cache = tmp.path().join("cache").display().to_string();
-    let mut env = d2serve_registry::testing::template_env(
+    let Some(rie) = d2serve_engine::testing::function_under_rie(
         "ServeFunction",
-        &[("D2_REGISTRY", "s3://models/registry"), ("D2_DEFAULT_MODEL", "r50-fpn-3x"), ("D2_CACHE_DIR", &cache), ("D2_MODEL_ROLLOUT", "1")],
-    );
-    env.extend(moto.env());
-    for (k, v) in [
-        ("D2_S3_ENDPOINT", moto.endpoint.as_str()),
-        ("D2_S3_PATH_STYLE", "true"),
-        // What Lambda sets for this function (ImageConfig.Command, MemorySize, Timeout).
-        ("_HANDLER", "serve"),
-        ("LAMBDA_TASK_ROOT", &task.display().to_string()),
-        ("AWS_LAMBDA_FUNCTION_NAME", "serve"),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008"),
-        ("AWS_LAMBDA_FUNCTION_TIMEOUT", "60"),
-    ] {
-        env.push((k.into(), v.into()));
-    }
-    let bootstrap = d2serve_engine::testing::lambda_bootstrap();
-    let Some(rie) = d2serve_registry::testing::LambdaRie::start(&[bootstrap.as_os_str()], &env, &tmp.path().join("rie.log")) else { return };
+        std::path::Path::new(env!("CARGO_BIN_EXE_serve")),
+        tmp.path(),
+        &[("D2_REGISTRY", &registry), ("D2_DEFAULT_MODEL", "r50-fpn-3x"), ("D2_CACHE_DIR", &cache), ("D2_MODEL_ROLLOUT", "1")],
+        moto.function_env(),
+    ) else {
+        return;
+    };
 
     let png = std::fs::read(fixtures().join("images/coffee.png")).unwrap();
     let call = |event: Value| {
