@@ -14,6 +14,7 @@
 #   .venv-sdk/       the Supervisely Python SDK, as a real client of serve
 #   .venv-sdk-6.73.374/, .venv-sdk-6.73.545/  the older SDKs the Supervisely apps pin
 #   third_party/ort/ the ONNX Runtime library the Rust engine loads (scripts/install-ort.sh)
+#   third_party/openvino/ the OpenVINO libraries for --runtime openvino|auto (scripts/install-openvino.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv-test/bin/moto_server ] || ! .venv-test/bin/python -c "import onnxruntime, numpy" 2>/dev/null; then
@@ -72,4 +73,5 @@ for v in 6.73.374 6.73.545; do
   fi
 done
 scripts/install-ort.sh
+scripts/install-openvino.sh
 echo "setup: test environment ready"

@@ -46,7 +46,7 @@ check contract scripts/check-contract.sh
 check readme timeout 900 scripts/check-readme.sh
 # The template's Step Functions state machine executed in ministack with the real `batch`.
 check state-machine timeout 600 scripts/check-state-machine.sh
-export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1 D2_REQUIRE_BROWSER=1 D2_REQUIRE_RIE=1
+export D2_REQUIRE_S3_TESTS=1 D2_REQUIRE_ORT=1 D2_REQUIRE_SDK=1 D2_REQUIRE_BROWSER=1 D2_REQUIRE_RIE=1 D2_REQUIRE_OPENVINO=1
 # --nocapture: the parity tests print their measured worst cases.
 log=$(mktemp)
 cargo test --workspace --locked --no-fail-fast -- --nocapture 2>&1 | tee "$log"

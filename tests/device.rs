@@ -26,12 +26,12 @@ fn auto_falls_back_to_cpu_and_cuda_is_refused_clearly_without_the_gpu_library() 
     d2serve_d2onnx::convert_checkpoint(entry, &catalog.classes(entry), &fixtures().join("r50_fpn/model.pkl"), out.path(), &ConvertOptions::default()).unwrap();
     let path = out.path().join("model.onnx");
 
-    let mut auto = Model::load(&path, &SessionOptions { device: Device::Auto, ..Default::default() }).unwrap();
+    let mut auto = Model::load(&path, &SessionOptions { device: Device::Auto, ..Default::default() }, None).unwrap();
     assert_eq!(auto.device(), Device::Cpu);
     let rgb = vec![128u8; 64 * 96 * 3];
     auto.run(&rgb, 64, 96).unwrap();
 
-    let err = Model::load(&path, &SessionOptions { device: Device::Cuda, ..Default::default() }).err().expect("cuda must fail here");
+    let err = Model::load(&path, &SessionOptions { device: Device::Cuda, ..Default::default() }, None).err().expect("cuda must fail here");
     assert!(matches!(err, RuntimeError::Cuda(_)), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("install-ort.sh --gpu") && msg.contains("--device cpu"), "{msg}");

@@ -28,7 +28,8 @@ mod support;
 use std::path::Path;
 
 use d2serve_d2onnx::ConvertOptions;
-use d2serve_engine::runtime::{Model, RawDetections, SessionOptions};
+use d2serve_engine::runtime::{Model, RawDetections, Runtime, SessionOptions, auto_choice};
+use d2serve_registry::spec::ModelSpec;
 use d2serve_registry::Catalog;
 use support::{Npy, fixtures, graph_input, iou, match_instances, ort_available};
 
@@ -138,7 +139,8 @@ fn check_family(family: &str, key: &str) {
     let opts = ConvertOptions { min_size: Some(320), max_size: Some(512), debug_outputs: true, ..Default::default() };
     d2serve_d2onnx::convert_checkpoint(entry, &catalog.classes(entry), &dir.join("model.pkl"), out.path(), &opts)
         .unwrap_or_else(|e| panic!("{family}: conversion failed: {e}"));
-    check_artifact(family, &out.path().join("model.onnx"), entry.input.format == "BGR");
+    let manifest = d2serve_registry::manifest::Manifest::from_slice(&std::fs::read(out.path().join("manifest.json")).unwrap(), "manifest.json").unwrap();
+    check_artifact(family, &out.path().join("model.onnx"), entry.input.format == "BGR", manifest.spec.as_ref().expect("the manifest's spec"));
 }
 
 /// A custom training run (model_final.pth with optimizer state, cfg.dump()
@@ -166,27 +168,85 @@ fn import_and_check(family: &str, checkpoint: &Path, config: Option<&Path>) {
     let imported = d2serve_d2onnx::import::import_checkpoint(&req, &Catalog::embedded().unwrap(), out.path(), &opts)
         .unwrap_or_else(|e| panic!("{family}: import failed: {e}"));
     let spec = imported.manifest.spec.as_ref().unwrap();
-    check_artifact(family, &out.path().join("model.onnx"), spec.input.format == "BGR");
+    check_artifact(family, &out.path().join("model.onnx"), spec.input.format == "BGR", spec);
 }
 
-/// Run the converted graph at `onnx` on the family's images and hold it to the contract.
-fn check_artifact(family: &str, onnx: &Path, bgr: bool) {
+/// Run the converted graph at `onnx` on the family's images and hold it to the
+/// contract in ONNX Runtime; then in OpenVINO where it is installed: wherever
+/// `--runtime auto` would pick OpenVINO for `spec`, the contract must hold there
+/// too, and a graph OpenVINO cannot run must be one auto never gives it.
+fn check_artifact(family: &str, onnx: &Path, bgr: bool, spec: &ModelSpec) {
     let dir = fixtures().join(family);
-    let mut model = Model::load(onnx, &SessionOptions::default()).unwrap();
+    let mut model = Model::load(onnx, &SessionOptions::default(), Some(spec)).unwrap();
+    if let Err(e) = hold_to_contract(family, "onnxruntime", &dir, bgr, &mut model, |image, rgb, h, w, det| {
+        if image == "chelsea" {
+            let mut plain = Model::load(onnx, &SessionOptions { optimize: false, ..Default::default() }, None).unwrap();
+            let other = plain.run(rgb, h, w).unwrap();
+            check_features(family, &dir, det, &other);
+        }
+    }) {
+        panic!("{e}");
+    }
+    if !openvino_available() {
+        return;
+    }
+    let auto = auto_choice(Some(spec), &SessionOptions { runtime: Runtime::Auto, ..Default::default() });
+    let opts = SessionOptions { runtime: Runtime::OpenVino, ..Default::default() };
+    let outcome = match Model::load(onnx, &opts, Some(spec)) {
+        Ok(model) if model.runtime() == Runtime::OpenVino => {
+            let mut model = model;
+            hold_to_contract(family, "openvino", &dir, bgr, &mut model, |_, _, _, _, _| {})
+        }
+        Ok(_) => Err(format!("{family}: OpenVINO cannot run this graph (the load fell back to ONNX Runtime)")),
+        Err(e) => Err(format!("{family}: OpenVINO cannot load it: {e}")),
+    };
+    println!(
+        "RUNTIME {family}: openvino contract {}; auto picks {} ({})",
+        match &outcome {
+            Ok(()) => "passes".to_string(),
+            Err(e) => format!("FAILS: {e}"),
+        },
+        auto.runtime,
+        auto.reason
+    );
+    if auto.runtime == Runtime::OpenVino {
+        outcome.unwrap_or_else(|e| panic!("auto runs {family} in OpenVINO, where the parity contract fails: {e}"));
+    }
+}
+
+/// Is OpenVINO installed for the tests that need it? Missing, they skip that
+/// runtime loudly, or fail when `D2_REQUIRE_OPENVINO=1` (as `scripts/test.sh` sets).
+fn openvino_available() -> bool {
+    match d2serve_engine::openvino::load_library() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(std::env::var("D2_REQUIRE_OPENVINO").as_deref() != Ok("1"), "{e}");
+            eprintln!("SKIPPED (the OpenVINO runtime): {e}");
+            false
+        }
+    }
+}
+
+/// The contract on the family's images in `model`; `also` sees each image's
+/// input and detections (the feature check). Prints what it measured.
+fn hold_to_contract(
+    family: &str,
+    runtime: &str,
+    dir: &Path,
+    bgr: bool,
+    model: &mut Model,
+    mut also: impl FnMut(&str, &[u8], usize, usize, &RawDetections),
+) -> Result<(), String> {
     let mut t = Tally { worst_box_iou: 1.0, ..Default::default() };
     for image in IMAGES {
-        let (rgb, h, w) = graph_input(&dir, image, bgr);
-        let det = model.run(&rgb, h, w).unwrap();
-        if image == "chelsea" {
-            let mut plain = Model::load(onnx, &SessionOptions { optimize: false, ..Default::default() }).unwrap();
-            let other = plain.run(&rgb, h, w).unwrap();
-            check_features(family, &dir, &det, &other);
-        }
-        let spread = Spread::read(&dir, image);
+        let (rgb, h, w) = graph_input(dir, image, bgr);
+        let det = model.run(&rgb, h, w).map_err(|e| format!("{family}/{image} in {runtime}: {e}"))?;
+        also(image, &rgb, h, w, &det);
+        let spread = Spread::read(dir, image);
         let (golden, matched, extra) = (t.golden, t.matched, t.extra);
-        compare(&Reference::detectron2(&dir, image), &det, &spread, &mut t);
+        compare(&Reference::detectron2(dir, image), &det, &spread, &mut t);
         println!(
-            "PARITY {family}/{image}: golden {} ours {} matched {} extra {} (score bound {:.1e}, mask bound {:.1e})",
+            "PARITY {family}/{image} ({runtime}): golden {} ours {} matched {} extra {} (score bound {:.1e}, mask bound {:.1e})",
             t.golden - golden,
             det.scores.len(),
             t.matched - matched,
@@ -202,7 +262,7 @@ fn check_artifact(family: &str, onnx: &Path, bgr: bool) {
     );
     let g = t.golden.max(1) as f64;
     println!(
-        "PARITY {family}: instances matched {mfrac:.4} ({}/{}, need {:.4}), extra {efrac:.4} (allowed {:.4}), proposals matched {pfrac:.4}, worst |dscore| {:.2e}, worst box IoU {:.5}, worst mask_probs |d| {:.2e} ({:.2} of its image's bound)",
+        "PARITY {family} ({runtime}): instances matched {mfrac:.4} ({}/{}, need {:.4}), extra {efrac:.4} (allowed {:.4}), proposals matched {pfrac:.4}, worst |dscore| {:.2e}, worst box IoU {:.5}, worst mask_probs |d| {:.2e} ({:.2} of its image's bound)",
         t.matched,
         t.golden,
         t.need_matched / g,
@@ -212,11 +272,23 @@ fn check_artifact(family: &str, onnx: &Path, bgr: bool) {
         t.worst_mask,
         t.worst_mask_ratio
     );
-    assert!(t.golden > 0, "{family}: the fixture has no instances");
-    assert!(t.matched as f64 >= t.need_matched - 1e-9, "{family}: instances matched {mfrac:.4} < {:.4}", t.need_matched / g);
-    assert!(t.extra as f64 <= t.allow_extra + 1e-9, "{family}: extra {efrac:.4} > {:.4}", t.allow_extra / g);
-    assert!(t.worst_mask_ratio <= 1.0, "{family}: mask probabilities differ by {:.2e}, {:.2} × the bound", t.worst_mask, t.worst_mask_ratio);
-    assert!(pfrac >= 0.98, "{family}: proposals matched {pfrac:.4}");
+    let fail = |what: String| Err(format!("{family} in {runtime}: {what}"));
+    if t.golden == 0 {
+        return fail("the fixture has no instances".into());
+    }
+    if (t.matched as f64) < t.need_matched - 1e-9 {
+        return fail(format!("instances matched {mfrac:.4} < {:.4}", t.need_matched / g));
+    }
+    if t.extra as f64 > t.allow_extra + 1e-9 {
+        return fail(format!("extra {efrac:.4} > {:.4}", t.allow_extra / g));
+    }
+    if t.worst_mask_ratio > 1.0 {
+        return fail(format!("mask probabilities differ by {:.2e}, {:.2} × the bound", t.worst_mask, t.worst_mask_ratio));
+    }
+    if pfrac < 0.98 {
+        return fail(format!("proposals matched {pfrac:.4}"));
+    }
+    Ok(())
 }
 
 /// The backbone features (p2..p6, res4 or res5) on `chelsea`, where the fixture
@@ -467,7 +539,7 @@ fn supervisely_fixed_resize_is_applied_and_undone_per_axis() {
 
     // The network's own answer on the 256x384 input, scaled back by hand.
     let resized = d2serve_engine::resize::resize_bilinear_rgb(&image.data, oh, ow, 256, 384);
-    let raw = Model::load(&out.join("model.onnx"), &SessionOptions::default()).unwrap().run(&resized, 256, 384).unwrap();
+    let raw = Model::load(&out.join("model.onnx"), &SessionOptions::default(), None).unwrap().run(&resized, 256, 384).unwrap();
     let (sx, sy) = (ow as f32 / 384.0, oh as f32 / 256.0);
     assert!(!p.instances.is_empty());
     let mut worst = 0f32;

@@ -78,7 +78,7 @@ fn check_against_detectron2(key: &str, alias: &str, model_path: &Path, rgb: &[u8
     if a.instances_ok() && a.worst_mask <= 1e-3 {
         return format!("{summary}: strict contract");
     }
-    let mut plain = Model::load(model_path, &SessionOptions { optimize: false, ..Default::default() }).unwrap();
+    let mut plain = Model::load(model_path, &SessionOptions { optimize: false, ..Default::default() }, None).unwrap();
     let other = plain.run(rgb, h, w).unwrap();
     let own = agreement(ours, &other);
     if own.instances_ok() {
@@ -155,7 +155,7 @@ fn every_catalog_entry_converts_at_full_size_and_runs_in_both_runtimes() {
         assert!(m.artifact.size > src * 9 / 10 && m.artifact.size < src * 11 / 10, "{key}: onnx {} vs pkl {src}", m.artifact.size);
 
         let model_path = out.join("model.onnx");
-        let mut model = Model::load(&model_path, &SessionOptions::default()).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let mut model = Model::load(&model_path, &SessionOptions::default(), None).unwrap_or_else(|e| panic!("{key}: {e}"));
         let ours = model.run(&rgb, h, w).unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(ours.mask_size, entry.mask_head.resolution as usize, "{key}");
         for b in &ours.boxes {

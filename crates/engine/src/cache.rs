@@ -387,7 +387,8 @@ impl ModelCache {
         let t = Instant::now();
         let opts = self.session.clone();
         let p = path.clone();
-        let model = tokio::task::spawn_blocking(move || Model::load(&p, &opts))
+        let spec = stored.manifest.spec.clone();
+        let model = tokio::task::spawn_blocking(move || Model::load(&p, &opts, spec.as_ref()))
             .await
             .map_err(|e| LoadError::Io(e.to_string()))??;
         timings.session_s = t.elapsed().as_secs_f64();

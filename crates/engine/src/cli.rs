@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use d2serve_registry::{Registry, S3Config, StoreError, open_store};
 
 use crate::cache::{CacheLimits, ModelCache, default_cache_dir};
-use crate::runtime::{Device, SessionOptions, available_cpus};
+use crate::runtime::{Device, Precision, Runtime, SessionOptions, available_cpus};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelSourceArgs {
@@ -40,16 +40,30 @@ pub struct RuntimeArgs {
     /// Execution provider: cpu, cuda, or auto (CUDA if usable, else CPU).
     #[arg(long, env = "D2_DEVICE", default_value = "cpu")]
     pub device: Device,
-    /// ONNX Runtime intra-op threads [default: the CPUs this process may use].
+    /// Threads per inference [default: the CPUs this process may use].
     #[arg(long, env = "D2_THREADS")]
     pub threads: Option<usize>,
+    /// Runtime of the graphs: onnxruntime, openvino (CPU), or auto (OpenVINO for the
+    /// architectures it was measured faster on and passes parity for, else ONNX Runtime).
+    #[arg(long, env = "D2_RUNTIME", default_value = "onnxruntime")]
+    pub runtime: Runtime,
+    /// Arithmetic precision: f32, or bf16 (OpenVINO on CPUs with AVX512_BF16 or AMX only;
+    /// costs accuracy, see docs/BENCHMARKS.md).
+    #[arg(long, env = "D2_PRECISION", default_value = "f32")]
+    pub precision: Precision,
 }
 
 impl RuntimeArgs {
     /// The session settings these flags ask for. `auto` is resolved per session: CUDA
     /// when its provider loads, else CPU (logged).
     pub fn session_options(&self) -> SessionOptions {
-        SessionOptions { device: self.device, intra_threads: self.threads.unwrap_or_else(available_cpus), ..Default::default() }
+        SessionOptions {
+            device: self.device,
+            intra_threads: self.threads.unwrap_or_else(available_cpus),
+            runtime: self.runtime,
+            precision: self.precision,
+            ..Default::default()
+        }
     }
 }
 

@@ -107,6 +107,16 @@ impl LoadedModel {
         self.model.lock().unwrap_or_else(|p| p.into_inner()).device()
     }
 
+    /// The runtime the graph runs in (`auto` resolved).
+    pub fn runtime(&self) -> crate::runtime::Runtime {
+        self.model.lock().unwrap_or_else(|p| p.into_inner()).runtime()
+    }
+
+    /// The precision it runs in, as its runtime reports it.
+    pub fn precision(&self) -> crate::runtime::Precision {
+        self.model.lock().unwrap_or_else(|p| p.into_inner()).precision()
+    }
+
     /// The Supervisely annotation of a prediction, one object per instance with this
     /// model's class names (what serve answers and batch stores).
     pub fn annotation(&self, p: &Prediction) -> serde_json::Value {
@@ -125,7 +135,7 @@ impl LoadedModel {
         let bytes = std::fs::read(&path).map_err(|e| unreadable(format!("{}: {e}", path.display())))?;
         let manifest = Manifest::from_slice(&bytes, &path.display().to_string()).map_err(|e| unreadable(e.to_string()))?;
         let version = Manifest::version_id(&bytes);
-        let model = Model::load(&dir.join(d2serve_registry::manifest::MODEL_FILE), opts)?;
+        let model = Model::load(&dir.join(d2serve_registry::manifest::MODEL_FILE), opts, manifest.spec.as_ref())?;
         let size = manifest.artifact.size;
         Ok(Self::new(manifest, version, model, size))
     }

@@ -1,5 +1,6 @@
-//! ONNX Runtime, loaded at run time (`ort` with `load-dynamic`), and sessions
-//! of converted graphs.
+//! The runtimes a converted graph runs in, behind one [`Model`]: ONNX Runtime
+//! (CPU, CUDA; loaded at run time, `ort` with `load-dynamic`) and OpenVINO
+//! (CPU; [`crate::openvino`]), and which one `--runtime auto` picks.
 //!
 //! The library is looked for in `ORT_DYLIB_PATH`, then beside the running
 //! binary, then where `scripts/install-ort.sh` puts it (`third_party/ort/`),
@@ -28,6 +29,78 @@ pub enum RuntimeError {
     Run(String),
     #[error("the model's output `{name}` is malformed: {detail}")]
     Output { name: String, detail: String },
+    #[error(
+        "OpenVINO library not found (looked in {looked}); run scripts/install-openvino.sh, or set OPENVINO_LIB_DIR to the libs/ folder of the PyPI openvino==2026.4.1 wheel; or use --runtime onnxruntime"
+    )]
+    OpenVinoNotFound { looked: String },
+    #[error("precision {precision} is not available: {detail}")]
+    PrecisionUnsupported { precision: Precision, detail: String },
+}
+
+/// Which runtime runs a model's graph (`--runtime`, `D2_RUNTIME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// ONNX Runtime (CPU or CUDA, as `--device` says).
+    OnnxRuntime,
+    /// OpenVINO's CPU plugin.
+    OpenVino,
+    /// Per model: OpenVINO where it was measured faster and passes the parity
+    /// contract for the model's architecture, else ONNX Runtime (logged).
+    Auto,
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::OnnxRuntime => "onnxruntime",
+            Self::OpenVino => "openvino",
+            Self::Auto => "auto",
+        })
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "onnxruntime" | "ort" => Ok(Self::OnnxRuntime),
+            "openvino" => Ok(Self::OpenVino),
+            "auto" => Ok(Self::Auto),
+            _ => Err(format!("unknown runtime `{s}`: use onnxruntime, openvino or auto")),
+        }
+    }
+}
+
+/// The arithmetic precision of inference (`--precision`, `D2_PRECISION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 throughout: what the parity contract is stated for. The default.
+    F32,
+    /// bfloat16 where OpenVINO's CPU plugin chooses (AVX512_BF16 or AMX CPUs only;
+    /// refused by name elsewhere). Opt-in: its accuracy cost is in docs/BENCHMARKS.md.
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("unknown precision `{s}`: use f32 or bf16")),
+        }
+    }
 }
 
 /// Execution provider choice.
@@ -141,6 +214,8 @@ pub struct SessionOptions {
     pub optimized_model_path: Option<PathBuf>,
     /// ONNX Runtime graph optimizations (on by default; off only to measure numerics).
     pub optimize: bool,
+    pub runtime: Runtime,
+    pub precision: Precision,
 }
 
 impl Default for SessionOptions {
@@ -150,6 +225,8 @@ impl Default for SessionOptions {
             intra_threads: available_cpus(),
             optimized_model_path: None,
             optimize: true,
+            runtime: Runtime::OnnxRuntime,
+            precision: Precision::F32,
         }
     }
 }
@@ -169,16 +246,166 @@ pub struct RawDetections {
     pub features: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-/// A loaded converted graph.
+/// A loaded converted graph, in the runtime it was given to.
 pub struct Model {
-    session: Session,
-    has_debug: bool,
-    feature_outputs: Vec<String>,
+    backend: Backend,
     device: Device,
+    runtime: Runtime,
+    precision: Precision,
+}
+
+enum Backend {
+    Ort(OrtModel),
+    OpenVino(crate::openvino::OpenVinoModel),
 }
 
 impl Model {
-    pub fn load(path: &Path, opts: &SessionOptions) -> Result<Self, RuntimeError> {
+    /// Load `path` in the runtime `opts.runtime` names; `auto` decides with
+    /// [`auto_choice`] from `spec`, the architecture the graph was built from
+    /// (None: ONNX Runtime).
+    pub fn load(path: &Path, opts: &SessionOptions, spec: Option<&d2serve_registry::spec::ModelSpec>) -> Result<Self, RuntimeError> {
+        let runtime = match opts.runtime {
+            Runtime::Auto => {
+                let choice = auto_choice(spec, opts);
+                tracing::info!(path = %path.display(), runtime = %choice.runtime, reason = %choice.reason, "runtime auto");
+                choice.runtime
+            }
+            r => r,
+        };
+        if opts.precision == Precision::Bf16 && runtime != Runtime::OpenVino {
+            return Err(RuntimeError::PrecisionUnsupported {
+                precision: opts.precision,
+                detail: "only the OpenVINO runtime runs bf16; add --runtime openvino".into(),
+            });
+        }
+        match runtime {
+            Runtime::OpenVino => {
+                if opts.device == Device::Cuda {
+                    return Err(RuntimeError::Cuda("the OpenVINO runtime runs on the CPU only; use --runtime onnxruntime for --device cuda".into()));
+                }
+                match crate::openvino::OpenVinoModel::load(path, opts) {
+                    Ok(m) => {
+                        let precision = m.precision();
+                        Ok(Self { backend: Backend::OpenVino(m), device: Device::Cpu, runtime, precision })
+                    }
+                    // A graph OpenVINO cannot read or compile (DeformConv) runs in
+                    // ONNX Runtime instead: the model is served, the log says why.
+                    Err(RuntimeError::Model { detail, .. }) if opts.precision == Precision::F32 => {
+                        tracing::warn!(path = %path.display(), reason = %detail, "OpenVINO cannot run this model; running it in ONNX Runtime");
+                        let (m, device) = OrtModel::load(path, opts)?;
+                        Ok(Self { backend: Backend::Ort(m), device, runtime: Runtime::OnnxRuntime, precision: Precision::F32 })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                let (m, device) = OrtModel::load(path, opts)?;
+                Ok(Self { backend: Backend::Ort(m), device, runtime: Runtime::OnnxRuntime, precision: Precision::F32 })
+            }
+        }
+    }
+
+    /// Where the session runs (`auto` resolved to what worked).
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The runtime it runs in (`auto` resolved).
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
+    }
+
+    /// The precision it runs in, as the runtime reports it.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Run on a resized RGB image (`height × width × 3`, row-major).
+    pub fn run(&mut self, rgb: &[u8], height: usize, width: usize) -> Result<RawDetections, RuntimeError> {
+        match &mut self.backend {
+            Backend::Ort(m) => m.run(rgb, height, width),
+            Backend::OpenVino(m) => m.run(rgb, height, width),
+        }
+    }
+}
+
+/// What `--runtime auto` picks for a model, and why (logged at load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoChoice {
+    pub runtime: Runtime,
+    pub reason: String,
+}
+
+/// `--runtime auto`: OpenVINO only for an architecture it was measured faster on
+/// AND passed the parity contract for (docs/BENCHMARKS.md, "Runtimes"), only in
+/// f32 unless bf16 was asked for, and only where its library is installed;
+/// else ONNX Runtime. CUDA is ONNX Runtime's.
+pub fn auto_choice(spec: Option<&d2serve_registry::spec::ModelSpec>, opts: &SessionOptions) -> AutoChoice {
+    let ort = |reason: String| AutoChoice { runtime: Runtime::OnnxRuntime, reason };
+    if opts.device == Device::Cuda {
+        return ort("CUDA runs in ONNX Runtime".into());
+    }
+    let Some(spec) = spec else {
+        return ort("the manifest does not describe the architecture".into());
+    };
+    if let Err(why) = crate::runtimes::openvino_verified(spec) {
+        return ort(why);
+    }
+    if let Err(e) = crate::openvino::load_library() {
+        return ort(format!("OpenVINO is not installed ({e})"));
+    }
+    AutoChoice { runtime: Runtime::OpenVino, reason: crate::runtimes::OPENVINO_MEASURED.to_string() }
+}
+
+/// Outputs of a converted graph, read by name from whichever runtime ran it.
+pub(crate) fn assemble(
+    get_f32: &dyn Fn(&str) -> Result<(Vec<i64>, Vec<f32>), RuntimeError>,
+    get_i64: &dyn Fn(&str) -> Result<Vec<i64>, RuntimeError>,
+    output_names: &[String],
+) -> Result<RawDetections, RuntimeError> {
+    let (_, boxes) = get_f32("boxes")?;
+    let (_, scores) = get_f32("scores")?;
+    let (mshape, mask_probs) = get_f32("mask_probs")?;
+    let classes = get_i64("classes")?;
+    let n = scores.len();
+    if boxes.len() != 4 * n || classes.len() != n || mshape.len() != 3 || mshape[0] as usize != n {
+        return Err(RuntimeError::Output {
+            name: "boxes/scores/classes/mask_probs".into(),
+            detail: format!("inconsistent sizes for {n} detections"),
+        });
+    }
+    let (proposals, features) = if output_names.iter().any(|o| o == "proposals") {
+        let (_, p) = get_f32("proposals")?;
+        let (_, l) = get_f32("proposal_logits")?;
+        let mut features = Vec::new();
+        for name in output_names.iter().filter(|n| n.starts_with("feature.")) {
+            let (shape, v) = get_f32(name)?;
+            let short = name.trim_start_matches("feature.").to_string();
+            features.push((short, shape.iter().map(|&d| d as usize).collect(), v));
+        }
+        (Some((p.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(), l)), features)
+    } else {
+        (None, Vec::new())
+    };
+    Ok(RawDetections {
+        boxes: boxes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(),
+        scores,
+        classes,
+        mask_probs,
+        mask_size: mshape[2] as usize,
+        proposals,
+        features,
+    })
+}
+
+/// A session of ONNX Runtime.
+struct OrtModel {
+    session: Session,
+    outputs: Vec<String>,
+}
+
+impl OrtModel {
+    fn load(path: &Path, opts: &SessionOptions) -> Result<(Self, Device), RuntimeError> {
         let env = environment()?;
         let err = |e: &dyn std::fmt::Display| RuntimeError::Model {
             path: path.display().to_string(),
@@ -195,75 +422,28 @@ impl Model {
         }
         let (mut b, device) = with_device(b, opts.device)?;
         let session = b.commit_from_file(path).map_err(|e| err(&e))?;
-        let has_debug = session.outputs().iter().any(|o| o.name() == "proposals");
-        let feature_outputs = session.outputs().iter().map(|o| o.name().to_string()).filter(|n| n.starts_with("feature.")).collect();
-        Ok(Self { session, has_debug, feature_outputs, device })
+        let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        Ok((Self { session, outputs }, device))
     }
 
-    /// Where the session runs (`auto` resolved to what worked).
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// Run on a resized RGB image (`height × width × 3`, row-major).
-    pub fn run(&mut self, rgb: &[u8], height: usize, width: usize) -> Result<RawDetections, RuntimeError> {
+    fn run(&mut self, rgb: &[u8], height: usize, width: usize) -> Result<RawDetections, RuntimeError> {
         let input = Tensor::from_array(([height, width, 3usize], rgb.to_vec().into_boxed_slice()))
             .map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let has_debug = self.has_debug;
         let out = self
             .session
             .run(ort::inputs!["image" => input])
             .map_err(|e| RuntimeError::Run(e.to_string()))?;
+        let missing = |name: &str| RuntimeError::Output { name: name.into(), detail: "missing".into() };
         let get_f32 = |name: &str| -> Result<(Vec<i64>, Vec<f32>), RuntimeError> {
-            let v = out.get(name).ok_or_else(|| RuntimeError::Output {
-                name: name.into(),
-                detail: "missing".into(),
-            })?;
-            let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| RuntimeError::Output {
-                name: name.into(),
-                detail: e.to_string(),
-            })?;
+            let v = out.get(name).ok_or_else(|| missing(name))?;
+            let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| RuntimeError::Output { name: name.into(), detail: e.to_string() })?;
             Ok((shape.iter().copied().collect(), data.to_vec()))
         };
-        let (_, boxes) = get_f32("boxes")?;
-        let (_, scores) = get_f32("scores")?;
-        let (mshape, mask_probs) = get_f32("mask_probs")?;
-        let classes = out
-            .get("classes")
-            .ok_or_else(|| RuntimeError::Output { name: "classes".into(), detail: "missing".into() })?
-            .try_extract_tensor::<i64>()
-            .map_err(|e| RuntimeError::Output { name: "classes".into(), detail: e.to_string() })?
-            .1
-            .to_vec();
-        let n = scores.len();
-        if boxes.len() != 4 * n || classes.len() != n || mshape.len() != 3 || mshape[0] as usize != n {
-            return Err(RuntimeError::Output {
-                name: "boxes/scores/classes/mask_probs".into(),
-                detail: format!("inconsistent sizes for {n} detections"),
-            });
-        }
-        let (proposals, features) = if has_debug {
-            let (_, p) = get_f32("proposals")?;
-            let (_, l) = get_f32("proposal_logits")?;
-            let mut features = Vec::new();
-            for name in &self.feature_outputs {
-                let (shape, v) = get_f32(name)?;
-                let short = name.trim_start_matches("feature.").to_string();
-                features.push((short, shape.iter().map(|&d| d as usize).collect(), v));
-            }
-            (Some((p.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(), l)), features)
-        } else {
-            (None, Vec::new())
+        let get_i64 = |name: &str| -> Result<Vec<i64>, RuntimeError> {
+            let v = out.get(name).ok_or_else(|| missing(name))?;
+            Ok(v.try_extract_tensor::<i64>().map_err(|e| RuntimeError::Output { name: name.into(), detail: e.to_string() })?.1.to_vec())
         };
-        Ok(RawDetections {
-            boxes: boxes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect(),
-            scores,
-            classes,
-            mask_probs,
-            mask_size: mshape[2] as usize,
-            proposals,
-            features,
-        })
+        assemble(&get_f32, &get_i64, &self.outputs)
     }
 }
 
@@ -300,5 +480,21 @@ mod device_name_tests {
             assert_eq!(d.to_string().parse::<Device>(), Ok(d));
         }
         assert_eq!(Device::Cuda.to_string(), "cuda");
+    }
+}
+
+#[cfg(test)]
+mod runtime_name_tests {
+    use super::{Precision, Runtime};
+
+    #[test]
+    fn runtime_and_precision_names_round_trip() {
+        for r in [Runtime::OnnxRuntime, Runtime::OpenVino, Runtime::Auto] {
+            assert_eq!(r.to_string().parse::<Runtime>(), Ok(r));
+        }
+        for p in [Precision::F32, Precision::Bf16] {
+            assert_eq!(p.to_string().parse::<Precision>(), Ok(p));
+        }
+        assert!("tensorrt".parse::<Runtime>().unwrap_err().contains("onnxruntime, openvino or auto"));
     }
 }
