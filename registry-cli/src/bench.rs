@@ -51,17 +51,25 @@ pub(crate) async fn bench(g: &Global, args: &BenchArgs) -> Result<()> {
         None => test_pattern(),
     };
     let session = SessionOptions { optimize: !args.no_optimize, ..args.runtime.session_options() };
-    let r = d2serve_engine::bench::bench(&registry, &key, work.path(), &image, args.runs, session).await?;
+    let sessions = if args.only { vec![session] } else { d2serve_engine::bench::comparison(&session) };
+    let r = d2serve_engine::bench::bench(&registry, &key, work.path(), &image, args.runs, &sessions).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         let optimize = if r.optimize { "on" } else { "off" };
         println!(
-            "{} on {}x{} (resized {}x{}), device {}, {} threads, graph optimizations {optimize}",
+            "{} on {}x{} (resized {}x{}), device {}, {} threads, ONNX Runtime graph optimizations {optimize}",
             r.key, r.image_hw[0], r.image_hw[1], r.resized_hw[0], r.resized_hw[1], r.device, r.threads
         );
-        println!("  cold start: fetch {:.3} s, verify {:.3} s, session {:.3} s, first inference {:.3} s (total {:.3} s)", r.cold_fetch_s, r.cold_verify_s, r.cold_session_s, r.cold_first_inference_s, r.cold_total_s);
-        println!("  warm ({} runs): p50 {:.3} s, p95 {:.3} s, min {:.3} s; {} detections", r.warm_runs, r.warm_p50_s, r.warm_p95_s, r.warm_min_s, r.detections);
+        println!("  cold start ({} {}): fetch {:.3} s, verify {:.3} s, session {:.3} s, first inference {:.3} s (total {:.3} s)", r.runtime, r.precision, r.cold_fetch_s, r.cold_verify_s, r.cold_session_s, r.cold_first_inference_s, r.cold_total_s);
+        println!("  warm: {} rounds, one run of each runtime per round", r.warm_runs);
+        for f in &r.runtimes {
+            println!(
+                "  {:<11} {:<4}: p50 {:.3} s ({:.2}x), p95 {:.3} s, min {:.3} s; session {:.3} s, first {:.3} s; new shape first {:.3} s, then {:.3} s; {} detections",
+                f.runtime.to_string(), f.precision.to_string(), f.warm_p50_s, f.warm_p50_ratio, f.warm_p95_s, f.warm_min_s, f.cold_session_s, f.cold_first_inference_s, f.new_shape_first_s, f.new_shape_second_s, f.detections
+            );
+        }
+        println!("  auto picks {}: {}", r.auto.runtime, r.auto.reason);
         println!("  peak RSS {:.0} MB", r.peak_rss_mb);
     }
     Ok(())

@@ -295,6 +295,10 @@ struct BenchArgs {
     /// Disable ONNX Runtime graph optimizations (to measure their effect).
     #[arg(long)]
     no_optimize: bool,
+    /// Measure only the --runtime and --precision given [default: also every
+    /// other CPU runtime installed here, rounds interleaved].
+    #[arg(long)]
+    only: bool,
     #[arg(long)]
     json: bool,
 }

@@ -423,10 +423,40 @@ impl ModelCache {
         }
     }
 
+    /// The session options every model is loaded with.
+    pub fn session(&self) -> &SessionOptions {
+        &self.session
+    }
+
+    /// `key`'s model if it is loaded now (loads nothing).
+    pub fn loaded(&self, key: &str) -> Option<Arc<LoadedModel>> {
+        lock(&self.loaded).get(key).map(|e| e.model.clone())
+    }
+
+    /// The runtime and precision `key` runs in: its own when it is loaded, else
+    /// what loading it would pick for `spec` (from its manifest or the catalog).
+    pub fn runtime_of(&self, key: &str, spec: Option<&d2serve_registry::spec::ModelSpec>) -> RuntimeInfo {
+        match self.loaded(key) {
+            Some(m) => RuntimeInfo { runtime: m.runtime(), precision: m.precision(), reason: "loaded".into() },
+            None => {
+                let choice = crate::runtime::planned_runtime(spec, &self.session);
+                RuntimeInfo { runtime: choice.runtime, precision: self.session.precision, reason: choice.reason }
+            }
+        }
+    }
+
     /// Keys of the models currently loaded.
     pub fn loaded_keys(&self) -> Vec<String> {
         lock(&self.loaded).keys().cloned().collect()
     }
+}
+
+/// Which runtime and precision a model runs in, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeInfo {
+    pub runtime: crate::runtime::Runtime,
+    pub precision: crate::runtime::Precision,
+    pub reason: String,
 }
 
 /// An artifact in the cache folder: `dir/<key>/<artifact>/model.onnx`.

@@ -330,7 +330,7 @@ impl Model {
 }
 
 /// What `--runtime auto` picks for a model, and why (logged at load).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AutoChoice {
     pub runtime: Runtime,
     pub reason: String,
@@ -342,19 +342,36 @@ pub struct AutoChoice {
 /// else ONNX Runtime. CUDA is ONNX Runtime's.
 pub fn auto_choice(spec: Option<&d2serve_registry::spec::ModelSpec>, opts: &SessionOptions) -> AutoChoice {
     let ort = |reason: String| AutoChoice { runtime: Runtime::OnnxRuntime, reason };
-    if opts.device == Device::Cuda {
-        return ort("CUDA runs in ONNX Runtime".into());
+    if opts.device != Device::Cpu {
+        return ort(format!("--device {}: CUDA runs in ONNX Runtime", opts.device));
     }
     let Some(spec) = spec else {
         return ort("the manifest does not describe the architecture".into());
     };
-    if let Err(why) = crate::runtimes::openvino_verified(spec) {
-        return ort(why);
-    }
+    let evidence = match crate::runtimes::openvino_verified(spec) {
+        Ok(evidence) => evidence,
+        Err(why) => return ort(why),
+    };
     if let Err(e) = crate::openvino::load_library() {
         return ort(format!("OpenVINO is not installed ({e})"));
     }
-    AutoChoice { runtime: Runtime::OpenVino, reason: crate::runtimes::OPENVINO_MEASURED.to_string() }
+    AutoChoice { runtime: Runtime::OpenVino, reason: evidence }
+}
+
+/// The runtime a model of architecture `spec` will run in under `opts`, and why:
+/// `auto` resolved, and OpenVINO's fallback for graphs it cannot read foreseen.
+pub fn planned_runtime(spec: Option<&d2serve_registry::spec::ModelSpec>, opts: &SessionOptions) -> AutoChoice {
+    match opts.runtime {
+        Runtime::Auto => auto_choice(spec, opts),
+        Runtime::OnnxRuntime => AutoChoice { runtime: Runtime::OnnxRuntime, reason: "--runtime onnxruntime".into() },
+        Runtime::OpenVino => match spec.map(crate::runtimes::family) {
+            Some(family) if family.contains("-deformable") => AutoChoice {
+                runtime: Runtime::OnnxRuntime,
+                reason: format!("{family}: OpenVINO cannot read DeformConv; falls back to ONNX Runtime"),
+            },
+            _ => AutoChoice { runtime: Runtime::OpenVino, reason: "--runtime openvino".into() },
+        },
+    }
 }
 
 /// Outputs of a converted graph, read by name from whichever runtime ran it.

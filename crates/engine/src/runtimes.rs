@@ -41,23 +41,53 @@ pub fn family(spec: &ModelSpec) -> String {
     family
 }
 
-/// Why auto logs OpenVINO when it picks it.
-pub const OPENVINO_MEASURED: &str = "OpenVINO measured faster for this architecture and passes its parity contract";
-
-/// Ok when OpenVINO may run `spec` under `auto`; else why not.
-pub fn openvino_verified(spec: &ModelSpec) -> Result<(), String> {
+/// Ok (with the evidence auto logs) when OpenVINO may run `spec` under `auto`;
+/// else why not.
+pub fn openvino_verified(spec: &ModelSpec) -> Result<String, String> {
     let family = family(spec);
     if family.contains("-deformable") {
         return Err(format!("{family}: OpenVINO 2026.4 cannot read DeformConv (openvinotoolkit/openvino#24635)"));
     }
-    match VERIFIED.iter().find(|(f, _)| *f == family) {
-        Some(_) => Ok(()),
-        None => Err(format!("{family}: not verified in OpenVINO (faster and within the parity contract)")),
+    if let Some((_, evidence)) = VERIFIED.iter().find(|(f, _)| *f == family) {
+        return Ok(format!("{family}: OpenVINO measured faster and within the parity contract ({evidence})"));
+    }
+    match REJECTED.iter().find(|(f, _)| *f == family) {
+        Some((_, why)) => Err(format!("{family}: {why}")),
+        None => Err(format!("{family}: not measured in OpenVINO (faster and within the parity contract)")),
     }
 }
 
-/// (family, evidence): filled from measurement only.
-const VERIFIED: &[(&str, &str)] = &[];
+/// (family, why not): measured and kept in ONNX Runtime.
+const REJECTED: &[(&str, &str)] = &[
+    (
+        "resnext-fpn",
+        "OpenVINO fails the parity contract on lvis_x101_fpn (one mask pooled from the other FPN level: its box sits \
+         4e-5 px from the P2/P3 boundary, and float32 box noise puts it on the other side)",
+    ),
+    ("resnet-fpn-gn", "OpenVINO's mask probabilities on gn are 1.08x the parity contract's bound"),
+    ("resnet-dc5", "OpenVINO not faster on full-size R50-DC5 (0.99x, with a session 1.4x and a first inference 1.4x slower)"),
+    ("regnet-fpn", "OpenVINO exceeds the mask bound on a RegNetY fixture (1.17x the bound, issue 25)"),
+];
+
+/// (family, evidence): filled from measurement only (docs/BENCHMARKS.md, "Runtimes").
+const VERIFIED: &[(&str, &str)] = &[
+    (
+        "resnet-fpn",
+        "full-size R50-FPN, 2 threads, AVX2: OpenVINO f32 warm p50 0.90-0.97x ONNX Runtime's in 4 paired zoo bench runs \
+         (astronaut 800x800, motorcycle_wide 630x1333, 15 rounds each); the parity contract passes on r50_fpn, \
+         r50_fpn_lsj, r101_fpn_lsj, cityscapes_r50_fpn and custom_r50_fpn",
+    ),
+    (
+        "resnet-c4",
+        "full-size R50-C4, 2 threads, AVX2: 0.87x in a paired zoo bench run (astronaut, 5 rounds); the parity contract \
+         passes on r50_c4 and custom_c4_agnostic",
+    ),
+    (
+        "resnet-fpn-cascade",
+        "full-size Cascade R50-FPN, 2 threads, AVX2: 0.91x in a paired zoo bench run (astronaut, 5 rounds); the parity \
+         contract passes on cascade",
+    ),
+];
 
 #[cfg(test)]
 mod tests {
@@ -83,11 +113,21 @@ mod tests {
         assert_eq!(family_of("new_baselines/mask_rcnn_regnety_4gf_dds_FPN_100ep_LSJ"), "regnet-fpn");
     }
 
+    /// Only what was measured: the families that failed the contract in
+    /// OpenVINO (LVIS's ResNeXt, GN), that it cannot read (DeformConv) or that
+    /// were not faster (DC5) stay in ONNX Runtime.
     #[test]
-    fn auto_never_verifies_what_openvino_cannot_read() {
+    fn auto_verifies_only_measured_families() {
         let catalog = Catalog::embedded().unwrap();
-        let dconv = catalog.require("Misc/mask_rcnn_R_50_FPN_3x_dconv_c3-c5").unwrap().spec();
-        let why = openvino_verified(&dconv).unwrap_err();
-        assert!(why.contains("DeformConv"), "{why}");
+        for entry in &catalog.models {
+            let spec = entry.spec();
+            let verdict = openvino_verified(&spec);
+            let family = family(&spec);
+            let expected = ["resnet-fpn", "resnet-c4", "resnet-fpn-cascade"].contains(&family.as_str());
+            assert_eq!(verdict.is_ok(), expected, "{}: {family}: {verdict:?}", entry.key);
+            if family.contains("-deformable") {
+                assert!(verdict.unwrap_err().contains("DeformConv"));
+            }
+        }
     }
 }

@@ -29,6 +29,11 @@ pub(crate) async fn list_models(State(st): S) -> Result<Json<crate::openapi::Mod
     let mut models = Vec::with_capacity(index.models.len());
     for (key, e) in &index.models {
         let manifest = st.cache.manifest(key, &e.artifact).await;
+        let spec = match st.cfg.catalog.get(key) {
+            Some(entry) => Some(entry.spec()),
+            None => manifest.as_ref().ok().and_then(|m| m.spec.clone()),
+        };
+        let runtime = st.cache.runtime_of(key, spec.as_ref());
         let (name, aliases, dataset, box_ap, mask_ap, classes, source) = match st.cfg.catalog.get(key) {
             Some(m) => {
                 let classes = st.cfg.catalog.classes(m).classes.into_iter().map(|c| c.name).collect::<Vec<_>>();
@@ -61,6 +66,8 @@ pub(crate) async fn list_models(State(st): S) -> Result<Json<crate::openapi::Mod
             artifact_bytes: e.size,
             published_at: e.published_at.clone(),
             loaded: loaded.contains(key),
+            runtime: runtime.runtime.to_string(),
+            precision: runtime.precision.to_string(),
             default: default_key.as_deref() == Some(key.as_str()),
         });
     }

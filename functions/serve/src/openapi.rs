@@ -190,7 +190,12 @@ pub struct SessionInfo {
     pub pretrained_on_dataset: String,
     pub number_of_classes: usize,
     pub device: String,
+    /// `onnxruntime` or `openvino`: what the model runs in (`--runtime auto` resolved).
     pub runtime: String,
+    /// `f32` or `bf16`.
+    pub precision: String,
+    /// Why that runtime (auto's reason, the flag, or `loaded`).
+    pub runtime_reason: String,
     pub sliding_window_support: String,
     pub videos_support: bool,
     pub async_video_inference_support: bool,
@@ -387,6 +392,10 @@ pub struct ModelInfo {
     pub published_at: String,
     /// Loaded in this process now.
     pub loaded: bool,
+    /// `onnxruntime` or `openvino`: what it runs in (or will, when loaded).
+    pub runtime: String,
+    /// `f32` or `bf16`.
+    pub precision: String,
     /// The model requests get when they name none.
     pub default: bool,
 }

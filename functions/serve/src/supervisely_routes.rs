@@ -51,6 +51,7 @@ pub(crate) async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) 
         }
     };
     let checkpoint_url = checkpoint_url.as_str().map(str::to_string);
+    let runtime = runtime_of(&st, &key).await;
     Ok(Json(crate::openapi::SessionInfo {
         app_name: APP_NAME.into(),
         session_id: st.cfg.session_id,
@@ -61,7 +62,9 @@ pub(crate) async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) 
         pretrained_on_dataset: dataset,
         number_of_classes: classes_count,
         device: st.cfg.device.clone(),
-        runtime: "onnxruntime".into(),
+        runtime: runtime.runtime.to_string(),
+        precision: runtime.precision.to_string(),
+        runtime_reason: runtime.reason,
         sliding_window_support: st.cfg.sliding_window.map_or("none", MergeMode::as_str).into(),
         // Video by id works everywhere (under Lambda within the function's timeout);
         // the asynchronous family needs a process that outlives the request.
@@ -78,6 +81,15 @@ pub(crate) async fn session_info(State(st): S, headers: HeaderMap, body: Bytes) 
         classes_count,
         tags_count: 1,
     }))
+}
+
+/// The runtime and precision `key` runs in (or will, when loaded), and why.
+pub(crate) async fn runtime_of(st: &AppState, key: &str) -> d2serve_engine::cache::RuntimeInfo {
+    let spec = match st.cfg.catalog.get(key) {
+        Some(entry) => Some(entry.spec()),
+        None => published_manifest(st, key).await.and_then(|m| m.spec),
+    };
+    st.cache.runtime_of(key, spec.as_ref())
 }
 
 /// The manifest of `key`'s current artifact in the registry (None when the

@@ -32,6 +32,32 @@ async fn final_masks_match_detectron2_over_tcp() {
     if !ort_available() {
         return;
     }
+    final_masks_match_detectron2_in("onnxruntime").await;
+}
+
+/// The same through OpenVINO (`--runtime openvino`): every family it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_masks_match_detectron2_in_openvino() {
+    if !ort_available() || !openvino_available() {
+        return;
+    }
+    final_masks_match_detectron2_in("openvino").await;
+}
+
+/// Is OpenVINO installed? Missing, the test skips loudly, or fails when
+/// `D2_REQUIRE_OPENVINO=1` (as `scripts/test.sh` sets).
+fn openvino_available() -> bool {
+    match d2serve_engine::openvino::load_library() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(std::env::var("D2_REQUIRE_OPENVINO").as_deref() != Ok("1"), "{e}");
+            eprintln!("SKIPPED (the OpenVINO runtime): {e}");
+            false
+        }
+    }
+}
+
+async fn final_masks_match_detectron2_in(runtime: &str) {
     let families = [
         ("r50_fpn", KEY),
         ("r50_c4", "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x"),
@@ -39,7 +65,7 @@ async fn final_masks_match_detectron2_over_tcp() {
     ];
     let tmp = tempfile::tempdir().unwrap();
     let reg = registry_with(tmp.path(), &families).await;
-    let s = start_serve(tmp.path(), &reg, &[], &[]).await;
+    let s = start_serve(tmp.path(), &reg, &["--runtime", runtime], &[]).await;
     let meta: Value = reqwest::Client::new().post(format!("{}/get_output_classes_and_tags", s.base)).body("{}").send().await.unwrap().json().await.unwrap();
     let titles: Vec<String> = meta["classes"].as_array().unwrap().iter().map(|c| c["title"].as_str().unwrap().to_string()).collect();
     for (family, key) in families {
@@ -75,7 +101,21 @@ async fn final_masks_match_detectron2_over_tcp() {
                 }
             }
         }
-        println!("SERVE PARITY {family}: {matched}/{total} instances with mask IoU >= 0.98 (worst matched IoU {worst:.4})");
+        // The runtime that answered, as the session info reports it once the model is loaded.
+        let info: Value = reqwest::Client::new()
+            .post(format!("{}/get_session_info", s.base))
+            .header("x-model", key)
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["runtime"], runtime, "{family}: {info}");
+        assert_eq!(info["precision"], "f32", "{family}: {info}");
+        assert_eq!(info["runtime_reason"], "loaded", "{family}: {info}");
+        println!("SERVE PARITY {family} ({runtime}): {matched}/{total} instances with mask IoU >= 0.98 (worst matched IoU {worst:.4})");
         assert!(matched as f64 >= 0.98 * total as f64, "{family}: {matched}/{total}");
     }
 }
@@ -94,6 +134,8 @@ async fn native_api_coco_output_and_metrics() {
     assert_eq!(m["key"], KEY);
     assert_eq!(m["num_classes"], 80);
     assert_eq!(m["box_ap"], 41.0);
+    // Not loaded yet: the runtime it will run in (the default, ONNX Runtime f32).
+    assert_eq!((m["loaded"].as_bool(), m["runtime"].as_str(), m["precision"].as_str()), (Some(false), Some("onnxruntime"), Some("f32")), "{m}");
 
     let r = c.post(format!("{}/v1/models/r50-fpn-3x/predict", s.base)).body(png("chelsea.png")).send().await.unwrap();
     assert_eq!(r.status(), 200);
