@@ -1,6 +1,7 @@
 # The AWS Lambda image of d2serve (x86_64): `serve` and `batch` on
-# provided.al2023 with the ONNX Runtime library beside them (the engine looks
-# for it beside its binary; functions/batch/tests/images.rs checks this file).
+# provided.al2023 with the ONNX Runtime library beside them and OpenVINO's in
+# openvino/ beside them (for D2_RUNTIME=auto|openvino; the engine looks for both
+# beside its binary; functions/batch/tests/images.rs checks this file).
 # One image, two functions: the function's ImageConfig.Command (`serve` or
 # `batch`) picks the binary (infra/lambda-bootstrap.sh).
 #
@@ -12,6 +13,8 @@ FROM public.ecr.aws/docker/library/python:3.12-slim AS ort
 WORKDIR /src
 COPY scripts/install-ort.sh scripts/
 RUN scripts/install-ort.sh
+COPY scripts/install-openvino.sh scripts/
+RUN scripts/install-openvino.sh
 
 # Built on Amazon Linux 2023 itself, so the binaries need no newer glibc than Lambda has.
 FROM public.ecr.aws/amazonlinux/amazonlinux:2023 AS build
@@ -34,6 +37,7 @@ RUN cargo build --release --locked -p d2serve-serve -p d2serve-batch
 
 FROM public.ecr.aws/lambda/provided:al2023
 COPY --from=ort /src/third_party/ort/ /var/task/
+COPY --from=ort /src/third_party/openvino/ /var/task/openvino/
 COPY --from=build /src/target/release/serve /src/target/release/batch /var/task/
 COPY infra/lambda-bootstrap.sh /var/runtime/bootstrap
 ENV D2_CACHE_DIR=/tmp/d2serve-models

@@ -64,7 +64,7 @@ struct Args {
     /// Largest image file, in bytes.
     #[arg(long, env = "D2_MAX_IMAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_image_bytes: u64,
-    /// Print where ONNX Runtime is found and load it, then exit (checks a container image).
+    /// Print where ONNX Runtime (and OpenVINO, where installed) is found and load it, then exit (checks a container image).
     #[arg(long, hide = true)]
     check_runtime: bool,
 }
@@ -123,7 +123,12 @@ async fn run(in_lambda: bool) -> Result<ExitCode> {
     if args.check_runtime {
         let path = d2serve_engine::runtime::find_library()?;
         d2serve_engine::runtime::environment()?;
-        println!("{}", serde_json::json!({"onnxruntime": path}));
+        // OpenVINO is optional (--runtime openvino|auto): where it is not found, say so.
+        let openvino = match d2serve_engine::openvino::load_library() {
+            Ok(p) => serde_json::json!(p),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        println!("{}", serde_json::json!({"onnxruntime": path, "openvino": openvino}));
         return Ok(ExitCode::SUCCESS);
     }
     // CLI: parse the job first, so mistakes are reported before anything slow, and

@@ -63,6 +63,14 @@ fn dockerfiles_put_onnx_runtime_beside_the_binaries() {
         }
         assert_eq!(dir_of(&ort.dest), dir_of(&bins.dest), "{file}: ONNX Runtime must sit beside the binaries, where the engine looks");
     }
+    // The Lambda image's OpenVINO sits in openvino/ beside the binaries (the engine's second place to look).
+    let openvino = std::fs::read_to_string(repo().join("crates/engine/src/openvino.rs")).unwrap();
+    assert!(openvino.contains("dirs.push(dir.join(\"openvino\"))"), "the engine no longer looks in openvino/ beside its binary: update lambda.Dockerfile");
+    let (last, _, text) = parse("infra/lambda.Dockerfile");
+    assert!(text.contains("RUN scripts/install-openvino.sh"), "lambda.Dockerfile does not install OpenVINO");
+    let ov = last.iter().find(|c| c.sources.iter().any(|s| s.ends_with("third_party/openvino/"))).expect("lambda.Dockerfile copies no third_party/openvino/");
+    let bins = last.iter().find(|c| c.from.as_deref() == Some("build")).unwrap();
+    assert_eq!(dir_of(&ov.dest), format!("{}/openvino", dir_of(&bins.dest)), "OpenVINO must sit in openvino/ beside the binaries");
     // The GPU image starts serve from that folder.
     let (last, _, text) = parse("infra/gpu.Dockerfile");
     let dir = dir_of(&last.iter().find(|c| c.from.as_deref() == Some("build")).unwrap().dest);
@@ -131,4 +139,17 @@ fn the_binary_loads_onnx_runtime_from_beside_itself() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["onnxruntime"].as_str().map(Path::new), Some(copied.as_path()), "the library beside the binary must win");
+    // OpenVINO in openvino/ beside the binary, as the Lambda image lays it out.
+    if let Ok(ov) = d2serve_engine::openvino::load_library() {
+        let dir = task.join("openvino");
+        std::fs::create_dir(&dir).unwrap();
+        for f in std::fs::read_dir(ov.parent().unwrap()).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        let out = std::process::Command::new(task.join("batch")).arg("--check-runtime").env_remove("ORT_DYLIB_PATH").env_remove("OPENVINO_LIB_DIR").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["openvino"].as_str().map(Path::new), Some(dir.join(ov.file_name().unwrap()).as_path()), "{v}");
+    }
 }
