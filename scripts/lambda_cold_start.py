@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Lambda cold start of `serve`, split, under AWS's Runtime Interface Emulator.
 
-    lambda_cold_start.py --artifact DIR --image PNG [--serve BIN] [--runs N]
+    lambda_cold_start.py --artifact DIR --image PNG [--serve BIN] [--runs N] [--runtime onnxruntime|openvino|auto]
 
 Each run is a fresh function (a new emulator, a new process, an empty /tmp cache), as a
 Lambda cold start is: `infra/lambda-bootstrap.sh` over a task folder laid out as the
-image's /var/task (serve + ONNX Runtime), the environment `infra/template.yaml` gives
+image's /var/task (serve + ONNX Runtime + OpenVINO in openvino/), the environment `infra/template.yaml` gives
 ServeFunction, the registry on a local S3 server (moto) holding DIR published with
 `zoo publish`. Invocations: a Function URL GET of the page (Lambda's init phase and
 a first invoke that loads nothing), then a native predict of PNG (the first model
@@ -69,6 +69,7 @@ def one_cold_start(a, reg_env, endpoint, task, work, n):
     tpl = template()
     env.update(function_env(tpl, "ServeFunction", {"D2_REGISTRY": "s3://models/registry", "D2_DEFAULT_MODEL": a.key,
                                                    "D2_CACHE_DIR": cache, "D2_MODEL_ROLLOUT": "1"}))
+    env["D2_RUNTIME"] = a.runtime
     env.update(D2_S3_ENDPOINT=endpoint, D2_S3_PATH_STYLE="true", _HANDLER="serve", LAMBDA_TASK_ROOT=task,
                AWS_LAMBDA_FUNCTION_NAME="serve",
                AWS_LAMBDA_FUNCTION_MEMORY_SIZE=function_property(tpl, "ServeFunction", "MemorySize"),
@@ -132,6 +133,8 @@ def main():
     ap.add_argument("--serve", default=os.path.join(REPO, "target/debug/serve"))
     ap.add_argument("--zoo", default=os.path.join(REPO, "target/debug/zoo"))
     ap.add_argument("--ort", default=os.path.join(REPO, "third_party/ort"))
+    ap.add_argument("--openvino", default=os.path.join(REPO, "third_party/openvino"))
+    ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino", "auto"], help="D2_RUNTIME of the function")
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
 
@@ -140,6 +143,8 @@ def main():
     os.makedirs(task)
     for f in [a.serve] + [os.path.join(a.ort, n) for n in os.listdir(a.ort) if n.startswith("libonnxruntime")]:
         shutil.copy(f, task)
+    if os.path.isdir(a.openvino):
+        shutil.copytree(a.openvino, os.path.join(task, "openvino"))
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
@@ -153,7 +158,7 @@ def main():
     finally:
         moto.kill()
         moto.wait()
-    print(json.dumps({"artifact": a.artifact, "artifact_bytes": runs[0]["artifact_bytes"], "image": os.path.basename(a.image), "runs": a.runs,
+    print(json.dumps({"runtime": a.runtime, "artifact": a.artifact, "artifact_bytes": runs[0]["artifact_bytes"], "image": os.path.basename(a.image), "runs": a.runs,
                       "median": {k: round(statistics.median(r[k] for r in runs), 1) for k in runs[0] if k not in ("artifact_bytes",) and runs[0][k] is not None},
                       "each": runs}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
