@@ -31,6 +31,7 @@ use d2serve_d2onnx::ConvertOptions;
 use d2serve_engine::runtime::{Model, RawDetections, Runtime, SessionOptions, auto_choice};
 use d2serve_registry::spec::ModelSpec;
 use d2serve_registry::Catalog;
+use d2serve_engine::testing::openvino_available;
 use support::{Npy, fixtures, graph_input, iou, match_instances, ort_available};
 
 /// Detectron2's own float32 spread on one image (`meta.json`).
@@ -214,18 +215,6 @@ fn check_artifact(family: &str, onnx: &Path, bgr: bool, spec: &ModelSpec) {
     }
 }
 
-/// Is OpenVINO installed for the tests that need it? Missing, they skip that
-/// runtime loudly, or fail when `D2_REQUIRE_OPENVINO=1` (as `scripts/test.sh` sets).
-fn openvino_available() -> bool {
-    match d2serve_engine::openvino::load_library() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(std::env::var("D2_REQUIRE_OPENVINO").as_deref() != Ok("1"), "{e}");
-            eprintln!("SKIPPED (the OpenVINO runtime): {e}");
-            false
-        }
-    }
-}
 
 /// The contract on the family's images in `model`; `also` sees each image's
 /// input and detections (the feature check). Prints what it measured.

@@ -4,30 +4,17 @@
 
 mod common;
 
-use common::{repo_root, text, zoo};
-use d2serve_engine::testing::ort_available;
+use common::{convert_r50_fixture, repo_root, text, zoo};
+use d2serve_engine::testing::{openvino_available, ort_available};
 
 #[test]
 fn bench_reports_every_runtime_and_what_auto_picks() {
     if !ort_available() {
         return;
     }
-    let openvino = match d2serve_engine::openvino::load_library() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(std::env::var("D2_REQUIRE_OPENVINO").as_deref() != Ok("1"), "{e}");
-            eprintln!("SKIPPED (OpenVINO's row): {e}");
-            false
-        }
-    };
+    let openvino = openvino_available();
     let tmp = tempfile::tempdir().unwrap();
-    let artifact = tmp.path().join("r50");
-    let pkl = repo_root().join("tests/fixtures/r50_fpn/model.pkl");
-    let out = zoo(
-        &["convert", pkl.to_str().unwrap(), "--as", "r50-fpn-3x", "--out", artifact.to_str().unwrap(), "--min-size", "320", "--max-size", "512"],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    let artifact = convert_r50_fixture(tmp.path());
     let photo = repo_root().join("tests/fixtures/images/coffee.png");
     let args = ["bench", "--artifact", artifact.to_str().unwrap(), "--image", photo.to_str().unwrap(), "--runs", "2", "--threads", "1", "--json"];
     let out = zoo(&args, &[]);
@@ -64,13 +51,7 @@ fn bf16_is_refused_by_name_where_it_cannot_run() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let artifact = tmp.path().join("r50");
-    let pkl = repo_root().join("tests/fixtures/r50_fpn/model.pkl");
-    let out = zoo(
-        &["convert", pkl.to_str().unwrap(), "--as", "r50-fpn-3x", "--out", artifact.to_str().unwrap(), "--min-size", "320", "--max-size", "512"],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    let artifact = convert_r50_fixture(tmp.path());
     let photo = repo_root().join("tests/fixtures/images/coffee.png");
     let json = tmp.path().join("coffee.json");
     let predict = |extra: &[&str]| {

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{repo_root, text, zoo};
+use common::{convert_r50_fixture, repo_root, text, zoo};
 use d2serve_engine::testing::ort_available;
 
 fn png_size(path: &Path) -> (u32, u32) {
@@ -21,13 +21,7 @@ fn predict_writes_annotations_and_overlays() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let artifact = tmp.path().join("r50");
-    let pkl = repo_root().join("tests/fixtures/r50_fpn/model.pkl");
-    let out = zoo(
-        &["convert", pkl.to_str().unwrap(), "--as", "r50-fpn-3x", "--out", artifact.to_str().unwrap(), "--min-size", "320", "--max-size", "512"],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    let artifact = convert_r50_fixture(tmp.path());
 
     // One image: --json and --overlay are files.
     let photo = repo_root().join("tests/fixtures/images/coffee.png");

@@ -35,6 +35,19 @@ pub fn ort_available() -> bool {
     }
 }
 
+/// Is the OpenVINO runtime there for tests that need it? Missing, a test skips
+/// that runtime loudly, or fails when `D2_REQUIRE_OPENVINO=1` (as `scripts/test.sh` sets).
+pub fn openvino_available() -> bool {
+    match crate::openvino::load_library() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(std::env::var("D2_REQUIRE_OPENVINO").as_deref() != Ok("1"), "{e}");
+            eprintln!("SKIPPED (needs the OpenVINO runtime): {e}");
+            false
+        }
+    }
+}
+
 /// A Lambda task folder laid out as `infra/lambda.Dockerfile` lays out
 /// `/var/task`: the function binaries and ONNX Runtime's libraries side by
 /// side (the binary finds the library beside itself, as in the image). Returns

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
 use common::*;
+use d2serve_engine::testing::openvino_available;
 use serde_json::{Value, json};
 
 fn png(name: &str) -> Vec<u8> {
@@ -44,18 +45,6 @@ async fn final_masks_match_detectron2_in_openvino() {
     final_masks_match_detectron2_in("openvino").await;
 }
 
-/// Is OpenVINO installed? Missing, the test skips loudly, or fails when
-/// `D2_REQUIRE_OPENVINO=1` (as `scripts/test.sh` sets).
-fn openvino_available() -> bool {
-    match d2serve_engine::openvino::load_library() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(std::env::var("D2_REQUIRE_OPENVINO").as_deref() != Ok("1"), "{e}");
-            eprintln!("SKIPPED (the OpenVINO runtime): {e}");
-            false
-        }
-    }
-}
 
 async fn final_masks_match_detectron2_in(runtime: &str) {
     let families = [

@@ -187,6 +187,19 @@ pub fn zoo(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// The small `r50_fpn` fixture converted by the real `zoo convert` (as
+/// r50-fpn-3x, test size 320/512) into `dir/r50`; returns that artifact folder.
+pub fn convert_r50_fixture(dir: &Path) -> PathBuf {
+    let artifact = dir.join("r50");
+    let pkl = repo_root().join("tests/fixtures/r50_fpn/model.pkl");
+    let out = zoo(
+        &["convert", pkl.to_str().unwrap(), "--as", "r50-fpn-3x", "--out", artifact.to_str().unwrap(), "--min-size", "320", "--max-size", "512"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    artifact
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
