@@ -25,24 +25,23 @@ pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
 /// Is the ONNX Runtime library there for tests that need it? Missing, a test skips
 /// loudly, or fails when `D2_REQUIRE_ORT=1` (as `scripts/test.sh` sets).
 pub fn ort_available() -> bool {
-    match crate::runtime::find_library() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(std::env::var("D2_REQUIRE_ORT").as_deref() != Ok("1"), "{e}");
-            eprintln!("SKIPPED (needs ONNX Runtime): {e}");
-            false
-        }
-    }
+    available(crate::runtime::find_library().map(|_| ()), "D2_REQUIRE_ORT", "ONNX Runtime")
 }
 
 /// Is the OpenVINO runtime there for tests that need it? Missing, a test skips
 /// that runtime loudly, or fails when `D2_REQUIRE_OPENVINO=1` (as `scripts/test.sh` sets).
 pub fn openvino_available() -> bool {
-    match crate::openvino::load_library() {
-        Ok(_) => true,
+    available(crate::openvino::load_library().map(|_| ()), "D2_REQUIRE_OPENVINO", "the OpenVINO runtime")
+}
+
+/// A runtime library's lookup as tests see it: found, or skipped with a line
+/// saying so, or a failure where `require_var=1` says it must be there (CI).
+fn available(found: Result<(), impl std::fmt::Display>, require_var: &str, what: &str) -> bool {
+    match found {
+        Ok(()) => true,
         Err(e) => {
-            assert!(std::env::var("D2_REQUIRE_OPENVINO").as_deref() != Ok("1"), "{e}");
-            eprintln!("SKIPPED (needs the OpenVINO runtime): {e}");
+            assert!(std::env::var(require_var).as_deref() != Ok("1"), "{e}");
+            eprintln!("SKIPPED (needs {what}): {e}");
             false
         }
     }
