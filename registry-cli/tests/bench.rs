@@ -62,7 +62,7 @@ fn bf16_is_refused_by_name_where_it_cannot_run() {
     let out = predict(&["--precision", "bf16"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("precision bf16 is not available: only the OpenVINO runtime runs bf16; add --runtime openvino"), "{}", text(&out));
-    if d2serve_engine::openvino::load_library().is_err() {
+    if !openvino_available() {
         return;
     }
     let out = predict(&["--runtime", "openvino", "--precision", "bf16"]);
