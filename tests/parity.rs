@@ -29,9 +29,9 @@ use std::path::Path;
 
 use d2serve_d2onnx::ConvertOptions;
 use d2serve_engine::runtime::{Model, RawDetections, Runtime, SessionOptions, auto_choice};
+use d2serve_engine::testing::openvino_available;
 use d2serve_registry::spec::ModelSpec;
 use d2serve_registry::Catalog;
-use d2serve_engine::testing::openvino_available;
 use support::{Npy, fixtures, graph_input, iou, match_instances, ort_available};
 
 /// Detectron2's own float32 spread on one image (`meta.json`).
@@ -214,7 +214,6 @@ fn check_artifact(family: &str, onnx: &Path, bgr: bool, spec: &ModelSpec) {
         outcome.unwrap_or_else(|e| panic!("auto runs {family} in OpenVINO, where the parity contract fails: {e}"));
     }
 }
-
 
 /// The contract on the family's images in `model`; `also` sees each image's
 /// input and detections (the feature check). Prints what it measured.

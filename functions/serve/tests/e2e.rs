@@ -45,7 +45,6 @@ async fn final_masks_match_detectron2_in_openvino() {
     final_masks_match_detectron2_in("openvino").await;
 }
 
-
 async fn final_masks_match_detectron2_in(runtime: &str) {
     let families = [
         ("r50_fpn", KEY),
