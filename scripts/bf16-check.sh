@@ -37,8 +37,6 @@ fi
 
 if [ "${1:-}" = "--pack" ]; then
   set -e
-  grep -qx '/.bf16' .gitignore || echo '/.bf16' >>.gitignore
-  grep -qx '/.bf16-stash' .gitignore || echo '/.bf16-stash' >>.gitignore
   scripts/install-ort.sh
   scripts/install-openvino.sh
   cargo build --locked -p zoo   # the dev profile is optimized (Cargo.toml): the tests' build
