@@ -13,18 +13,18 @@ fail() { echo "check-demo: FAIL: $*"; echo "--- demo output:"; cat "$log"; exit 
 scripts/demo.sh > "$log" 2>&1 || fail "scripts/demo.sh exited $?"
 grep -q "zoo: error" "$log" && fail "the demo printed an error line"
 # The demo shows the trained sample on a validation scene: real objects of its classes.
-python3 - out/val_0009.json samples/shapes/val/instances.json <<'PY' || fail "out/val_0009.json is not the trained sample's annotation of its objects"
+python3 - out/val_0007.json samples/shapes/val/instances.json <<'PY' || fail "out/val_0007.json is not the trained sample's annotation of its objects"
 import json, sys
 ann = json.load(open(sys.argv[1]))["annotation"]
 gt = json.load(open(sys.argv[2]))
-img = next(i for i in gt["images"] if i["file_name"] == "val_0009.png")
+img = next(i for i in gt["images"] if i["file_name"] == "val_0007.png")
 assert ann["size"] == {"height": img["height"], "width": img["width"]}, ann["size"]
 names = {c["name"] for c in gt["categories"]}
 truth = [a for a in gt["annotations"] if a["image_id"] == img["id"]]
 assert len(ann["objects"]) > 0 and {o["classTitle"] for o in ann["objects"]} <= names, ann["objects"]
 assert abs(len(ann["objects"]) - len(truth)) <= 2, (len(ann["objects"]), len(truth))
 PY
-[ -s out/val_0009_overlay.png ] || fail "no overlay picture"
+[ -s out/val_0007_overlay.png ] || fail "no overlay picture"
 
 target/debug/zoo list --json > "$tmp/list.json" || fail "zoo list"
 python3 - "$tmp/list.json" <<'PY' || fail "zoo list does not show r50-fpn-3x converted and published"

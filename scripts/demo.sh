@@ -10,7 +10,7 @@
 # tests and `zoo predict`'s default use). Results land in out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IMAGE=${1:-samples/shapes/val/val_0009.png}
+IMAGE=${1:-samples/shapes/val/val_0007.png}
 OUT=out
 mkdir -p "$OUT"
 scripts/install-ort.sh
