@@ -12,19 +12,24 @@ fail() { echo "check-demo: FAIL: $*"; echo "--- demo output:"; cat "$log"; exit 
 
 scripts/demo.sh > "$log" 2>&1 || fail "scripts/demo.sh exited $?"
 grep -q "zoo: error" "$log" && fail "the demo printed an error line"
+# The scene is demo.sh's default (named there only); its report says where the reply went.
+ann=$(sed -n 's/^demo: Supervisely annotation: *//p' "$log")
+overlay=$(sed -n 's/^demo: overlay picture: *//p' "$log")
+[ -n "$ann" ] && [ -n "$overlay" ] || fail "the demo did not say where it wrote the annotation and overlay"
+scene=$(basename "$ann" .json).png
 # The demo shows the trained sample on a validation scene: real objects of its classes.
-python3 - out/val_0007.json samples/shapes/val/instances.json <<'PY' || fail "out/val_0007.json is not the trained sample's annotation of its objects"
+python3 - "$ann" samples/shapes/val/instances.json "$scene" <<'PY' || fail "$ann is not the trained sample's annotation of the objects in $scene"
 import json, sys
 ann = json.load(open(sys.argv[1]))["annotation"]
 gt = json.load(open(sys.argv[2]))
-img = next(i for i in gt["images"] if i["file_name"] == "val_0007.png")
+img = next(i for i in gt["images"] if i["file_name"] == sys.argv[3])
 assert ann["size"] == {"height": img["height"], "width": img["width"]}, ann["size"]
 names = {c["name"] for c in gt["categories"]}
 truth = [a for a in gt["annotations"] if a["image_id"] == img["id"]]
 assert len(ann["objects"]) > 0 and {o["classTitle"] for o in ann["objects"]} <= names, ann["objects"]
 assert abs(len(ann["objects"]) - len(truth)) <= 2, (len(ann["objects"]), len(truth))
 PY
-[ -s out/val_0007_overlay.png ] || fail "no overlay picture"
+[ -s "$overlay" ] || fail "no overlay picture at $overlay"
 
 target/debug/zoo list --json > "$tmp/list.json" || fail "zoo list"
 python3 - "$tmp/list.json" <<'PY' || fail "zoo list does not show r50-fpn-3x converted and published"
