@@ -2,7 +2,7 @@
 """Train the bundled sample model with Detectron2 on CPU, then score it with
 Detectron2's own COCOEvaluator.
 
-    train.py DATA_DIR OUT_DIR [--iters 1800] [--threads 2] [--resume]
+    train.py DATA_DIR OUT_DIR [--iters 2000] [--threads 2] [--resume]
 
 DATA_DIR is what make_dataset.py wrote. OUT_DIR receives, as Detectron2 and
 Supervisely's training app write them:
@@ -45,7 +45,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_dir")
     ap.add_argument("out_dir")
-    ap.add_argument("--iters", type=int, default=1800)
+    ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true",
                     help="go on from OUT_DIR's last periodic checkpoint (a run that was stopped)")
